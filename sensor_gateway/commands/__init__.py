@@ -1,0 +1,1 @@
+"""One module per ``crampwatch`` subcommand (see :mod:`sensor_gateway.cli`)."""
