@@ -59,7 +59,9 @@ def test_secret_from_file_strips_newline(tmp_path: Path) -> None:
         ({}, {"CRAMPWATCH_EXAMPLE_PASSWORD_FILE": "/nonexistent/pw"}, "_FILE=/nonexistent/pw"),
     ],
 )
-def test_bad_values_name_the_place(doc: dict[str, object], env: dict[str, str], needle: str) -> None:
+def test_bad_values_name_the_place(
+    doc: dict[str, object], env: dict[str, str], needle: str
+) -> None:
     with pytest.raises(ConfigError) as info:
         load_section(Example, "example", doc, environ=env)
     assert needle in str(info.value)
@@ -68,7 +70,7 @@ def test_bad_values_name_the_place(doc: dict[str, object], env: dict[str, str], 
 def test_config_file_errors_name_the_file(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("[example\nport = 1")
-    with pytest.raises(ConfigError, match="bad.toml: not valid TOML"):
+    with pytest.raises(ConfigError, match=r"bad\.toml: not valid TOML"):
         read_config_file(bad)
     with pytest.raises(ConfigError, match="config file not found"):
         read_config_file(tmp_path / "missing.toml")
