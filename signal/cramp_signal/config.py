@@ -1,0 +1,233 @@
+"""Parameters of the cramp detector (one frozen dataclass, loadable from ``[detector]`` TOML)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+
+from cramp_signal.errors import ConfigurationError
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """Every tunable of :class:`~cramp_signal.detector.CrampDetector` and why its default.
+
+    Conditioning
+    ------------
+    band_low_hz : 20.0
+        High-pass corner: removes motion artefact and baseline wander and most ECG
+        energy (De Luca et al. 2010; Drake & Callaghan 2006).
+    band_high_hz : 450.0
+        Low-pass corner (SENIAM: sEMG energy lies below ~450-500 Hz); clamped to
+        ``band_max_fraction`` of Nyquist at low rates (112.5 Hz at 250 Hz).
+    band_order : 3
+        Butterworth order per edge: 18 dB/octave keeps ECG below the corner out
+        while costing only three biquads per sample.
+    band_max_fraction : 0.9
+        Largest upper edge as a fraction of Nyquist.
+    mains_detect : True
+        Look for 50/60 Hz mains lines and notch them once found.
+    mains_candidates_hz : (50.0, 60.0)
+        The two mains frequencies in the world.
+    mains_harmonics : 3
+        Harmonics considered (50/100/150 or 60/120/180 Hz); higher ones carry
+        little power after the band-pass and each notch costs a biquad per sample.
+    mains_line_ratio : 10.0
+        A line must have 10 dB more power than its +-4..8 Hz neighbourhood.
+    mains_notch_q : 30.0
+        Notch quality factor: ~1.7 Hz wide at 50 Hz, removes < 1 % of EMG power.
+    mains_check_s : 5.0
+        Seconds between mains checks (on the last complete 1-s block) until a line
+        is found; short enough to catch a mains burst, rare enough to stay cheap.
+
+    Envelope and noise floor
+    ------------------------
+    frame_s : 0.005
+        Frame length of the envelope (energy per 5 ms); onset resolution.
+    fast_window_s : 0.05
+        Moving-RMS window of the envelope (Solnik et al. 2010 use 25-50 ms for
+        onsets): short for latency, long enough to average ~50-100 samples.
+    floor_init_s : 0.25
+        The noise floor is first estimated from this much signal (public labelled
+        sets have bursts from 0.43 s on).
+    floor_fall : 0.5
+        Per 1-s block, weight of a lower block median (fast fall: a floor first
+        estimated during activity drops within seconds).
+    floor_rise : 0.05
+        Per 1-s block, weight of a higher block median (20-s time constant); only
+        blocks that are at least half idle and of good quality update the floor, so
+        it does not climb during long contractions.
+    min_floor_uv : 1e-6
+        Lower bound of the floor (avoid a zero threshold on a flat line).
+
+    Activity detection (double threshold, Bonato et al. 1998)
+    ---------------------------------------------------------
+    on_ratio : 1.8
+        Onset threshold = floor x 1.8.  The weakest labelled bursts (SNR 5) are
+        2.2-2.5 x rest RMS; 50-ms noise RMS rarely exceeds 1.5 x its median.
+    off_ratio : 1.4
+        Release threshold (hysteresis) = floor x 1.4.
+    noise_peak_percentile : 99.0
+        The resting envelope's 99th percentile is tracked like the floor.  With
+        Gaussian noise it is ~1.3 x the median; with ECG residue (QRS complexes
+        fill only ~5-8 % of the time) it reaches the QRS envelope peak ...
+    peak_on_ratio : 1.3
+        ... and the onset threshold is at least 1.3 x that percentile, so heart
+        beats do not open episodes (an ECG-aware form of Bonato's noise-derived
+        threshold).
+    peak_off_ratio : 1.0
+        Release threshold is at least the resting 99th percentile.
+    noise_young_s : 1.0
+        Frames of a candidate younger than 1 s still feed the noise statistics
+        (otherwise heart beats that open short candidates would never be learnt
+        as background); longer activity never does.
+    onset_hold_s : 0.09
+        Second threshold: the envelope must be above the onset threshold in ...
+    onset_hold_fraction : 0.8
+        ... at least 80 % of the frames of the last 90 ms, i.e. 75 ms: longer than
+        the 50-ms RMS window, so one isolated spike (a fasciculation, an ECG
+        residue), which keeps the envelope up for one window length, never opens
+        an episode.
+    onset_lookback_s : 0.5
+        Onset refinement searches this far back (likelihood-ratio change point on
+        the frame energies, Staude et al. 2001).
+    onset_backtrack_s : 0.05
+        After the change point, step back over frames still above the resting
+        power (at most 50 ms): the first, weak part of the recruitment ramp.
+    clear_relax_s : 0.3
+        An unconfirmed candidate is cleared after this long below the release
+        threshold (short voluntary bursts 0.3-2 s apart stay separate).
+    end_relax_s : 2.0
+        A confirmed cramp ends only after 2 s below the release threshold, so a
+        waxing/waning plateau is one cramp.
+    confirm_s : 12.0
+        Sustained activity needed to confirm a cramp.  AASM leg movements (PLM)
+        last 0.5-10 s, and voluntary isometric efforts in the public set last 10 s,
+        so 12 s keeps both out with margin while cramps last tens of seconds.
+
+    Prelude (fasciculations before a cramp)
+    ---------------------------------------
+    prelude_window_s : 5.0
+        Window before an onset searched for isolated spikes.
+    prelude_min_spikes : 3
+        At least this many spikes make a ``prelude`` event.
+
+    Signal quality
+    --------------
+    saturation_uv : 16000.0
+        Samples at or beyond +-16000 uV are at the +-16384 uV rail (saturated).
+    pop_step_uv : 5000.0
+        A sample-to-sample raw jump larger than 5 mV is an electrode pop: surface
+        EMG amplitudes stay below ~5 mV peak (the public 250-Hz TA recording has
+        2-mV steps inside real bursts).
+    lead_off_rms_uv : 0.005
+        A 1-s block whose band-passed RMS is below this is a flat line (lead-off);
+        any connected electrode shows at least amplifier noise.
+    artefact_guard_s : 0.2
+        No onset is declared within 200 ms after a pop/saturation/gap frame (the
+        band-pass rings for ~1/20 Hz).
+
+    Accelerometer
+    -------------
+    still_acc_g : 0.02
+        Dynamic acceleration (RMS over a second, all axes) below this is "still".
+    posture_change_deg : 30.0
+        Rotation of the gravity vector between seconds above this is a posture change.
+
+    Severity grade (on ``cramp_end``)
+    ---------------------------------
+    severe_duration_s : 120.0, moderate_duration_s : 30.0,
+    severe_intensity : 30.0, moderate_intensity : 10.0
+        Grade 3 if duration >= 120 s or intensity >= 30 x baseline; grade 2 if
+        duration >= 30 s or intensity >= 10 x; else 1 (no clinical standard exists;
+        nocturnal cramps last seconds to minutes, Allen & Kirby 2012).
+    """
+
+    band_low_hz: float = 20.0
+    band_high_hz: float = 450.0
+    band_order: int = 3
+    band_max_fraction: float = 0.9
+    mains_detect: bool = True
+    mains_candidates_hz: tuple[float, ...] = (50.0, 60.0)
+    mains_harmonics: int = 3
+    mains_line_ratio: float = 10.0
+    mains_notch_q: float = 30.0
+    mains_check_s: float = 5.0
+    frame_s: float = 0.005
+    fast_window_s: float = 0.05
+    floor_init_s: float = 0.25
+    floor_fall: float = 0.5
+    floor_rise: float = 0.05
+    min_floor_uv: float = 1e-6
+    on_ratio: float = 1.8
+    off_ratio: float = 1.4
+    noise_peak_percentile: float = 99.0
+    peak_on_ratio: float = 1.3
+    peak_off_ratio: float = 1.0
+    noise_young_s: float = 1.0
+    onset_hold_s: float = 0.09
+    onset_hold_fraction: float = 0.8
+    onset_lookback_s: float = 0.5
+    onset_backtrack_s: float = 0.05
+    clear_relax_s: float = 0.3
+    end_relax_s: float = 2.0
+    confirm_s: float = 12.0
+    prelude_window_s: float = 5.0
+    prelude_min_spikes: int = 3
+    saturation_uv: float = 16000.0
+    pop_step_uv: float = 5000.0
+    lead_off_rms_uv: float = 0.005
+    artefact_guard_s: float = 0.2
+    still_acc_g: float = 0.02
+    posture_change_deg: float = 30.0
+    severe_duration_s: float = 120.0
+    moderate_duration_s: float = 30.0
+    severe_intensity: float = 30.0
+    moderate_intensity: float = 10.0
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigurationError(f"{f.name} must be finite, got {value!r}")
+        positive = (
+            "band_low_hz", "band_high_hz", "band_max_fraction", "mains_line_ratio",
+            "mains_notch_q", "mains_check_s", "frame_s", "fast_window_s", "floor_init_s",
+            "min_floor_uv", "onset_hold_s", "onset_lookback_s", "clear_relax_s",
+            "end_relax_s", "confirm_s", "prelude_window_s", "saturation_uv", "pop_step_uv",
+            "still_acc_g", "posture_change_deg",
+        )  # fmt: skip
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise ConfigurationError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        if self.band_low_hz >= self.band_high_hz:
+            raise ConfigurationError("band_low_hz must be below band_high_hz")
+        if self.band_max_fraction >= 1.0:
+            raise ConfigurationError("band_max_fraction must be below 1 (Nyquist)")
+        if self.band_order < 1 or self.mains_harmonics < 1 or self.prelude_min_spikes < 1:
+            raise ConfigurationError("band_order, mains_harmonics, prelude_min_spikes must be >= 1")
+        if not 50.0 <= self.noise_peak_percentile <= 100.0:
+            raise ConfigurationError("noise_peak_percentile must be in [50, 100]")
+        if not 0.0 < self.peak_off_ratio <= self.peak_on_ratio:
+            raise ConfigurationError("need 0 < peak_off_ratio <= peak_on_ratio")
+        if self.noise_young_s < 0:
+            raise ConfigurationError("noise_young_s must be >= 0")
+        if self.onset_backtrack_s < 0:
+            raise ConfigurationError("onset_backtrack_s must be >= 0")
+        if not 1.0 < self.off_ratio <= self.on_ratio:
+            raise ConfigurationError("need 1 < off_ratio <= on_ratio (hysteresis)")
+        if not 0.0 < self.onset_hold_fraction <= 1.0:
+            raise ConfigurationError("onset_hold_fraction must be in (0, 1]")
+        if not (0.0 < self.floor_fall <= 1.0 and 0.0 <= self.floor_rise <= 1.0):
+            raise ConfigurationError("floor_fall must be in (0, 1], floor_rise in [0, 1]")
+        if self.lead_off_rms_uv < 0 or self.artefact_guard_s < 0:
+            raise ConfigurationError("lead_off_rms_uv and artefact_guard_s must be >= 0")
+        if self.clear_relax_s > self.end_relax_s:
+            raise ConfigurationError("clear_relax_s must not exceed end_relax_s")
+        if not (
+            self.moderate_duration_s <= self.severe_duration_s
+            and self.moderate_intensity <= self.severe_intensity
+        ):
+            raise ConfigurationError("moderate severity limits must not exceed severe ones")
+        if any(not f > 0 for f in self.mains_candidates_hz):
+            raise ConfigurationError("mains_candidates_hz must be positive")

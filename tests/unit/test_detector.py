@@ -1,0 +1,269 @@
+"""The streaming cramp detector on signals synthesised here (exact truth by construction)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cramp_signal.detector import CrampDetector, DetectorConfig, DetectorEvent, detect_array
+from cramp_signal.errors import ConfigurationError, SignalError
+
+NOISE_UV = 5.0
+
+
+def _emg(
+    fs: float,
+    seconds: float,
+    bursts: list[tuple[float, float, float]],
+    seed: int = 0,
+) -> np.ndarray:
+    """Gaussian background plus Gaussian 'EMG' bursts ``(onset_s, end_s, rms_uv)``."""
+    rng = np.random.default_rng(seed)
+    n = round(fs * seconds)
+    x = rng.normal(scale=NOISE_UV, size=n)
+    for on, end, rms in bursts:
+        a, b = round(on * fs), round(end * fs)
+        x[a:b] += rng.normal(scale=rms, size=b - a)
+    return x
+
+
+def _types(events: list[DetectorEvent]) -> list[str]:
+    return [e.type for e in events if e.type != "signal_quality"]
+
+
+def _one(events: list[DetectorEvent], kind: str) -> DetectorEvent:
+    found = [e for e in events if e.type == kind]
+    assert len(found) == 1, [e.type for e in events]
+    return found[0]
+
+
+def test_short_burst_is_a_cleared_spasm_with_accurate_fast_onset() -> None:
+    x = _emg(2000.0, 8.0, [(3.0, 5.0, 60.0)])
+    events = detect_array(x, 2000.0)
+    assert _types(events) == ["spasm_onset", "spasm_cleared"]
+    onset = _one(events, "spasm_onset")
+    assert abs(onset.t_s - 3.0) <= 0.02
+    assert onset.emitted_at_s - 3.0 <= 0.3
+    cleared = _one(events, "spasm_cleared")
+    assert abs(cleared.t_s - 5.0) <= 0.1
+    assert cleared.episode == onset.episode == 1
+
+
+def test_sustained_contraction_is_confirmed_then_ended_with_description() -> None:
+    x = _emg(2000.0, 40.0, [(5.0, 30.0, 80.0)])
+    events = detect_array(x, 2000.0)
+    assert _types(events) == ["spasm_onset", "cramp_confirmed", "cramp_end"]
+    onset, conf, end = (_one(events, k) for k in ("spasm_onset", "cramp_confirmed", "cramp_end"))
+    assert {onset.episode, conf.episode, end.episode} == {1}
+    assert conf.t_s == onset.t_s
+    assert conf.emitted_at_s == pytest.approx(onset.t_s + 12.0, abs=0.01)
+    assert abs(end.t_s - 30.0) <= 0.1
+    # emitted after the 2-s relaxation time
+    assert end.emitted_at_s == pytest.approx(32.0, abs=0.1)
+    d = end.details
+    assert d["duration_s"] == pytest.approx(25.0, abs=0.15)
+    # background band-passed RMS ~ 5 * sqrt(430/1000) = 3.3 uV; burst adds 80 uV white
+    # noise of which the 20-450 Hz band keeps the same fraction
+    band = np.sqrt(430.0 / 1000.0)
+    assert d["mean_rms_uv"] == pytest.approx(np.hypot(80.0, 5.0) * band, rel=0.1)
+    assert d["intensity_vs_baseline"] == pytest.approx(np.hypot(80.0, 5.0) / 5.0, rel=0.25)
+    # white noise band-limited to 20-450 Hz has its median frequency near 235 Hz
+    assert d["median_frequency_hz"] == pytest.approx(235.0, abs=20.0)
+    assert d["severity"] == 2  # 25 s, intensity ~16x baseline
+    assert d["quality_ok_fraction"] == pytest.approx(1.0)
+    assert d["limb_still_fraction"] is None  # no accelerometer
+    assert end.to_json()["duration_s"] == d["duration_s"]
+
+
+def test_ten_second_voluntary_contraction_is_not_a_cramp() -> None:
+    x = _emg(2000.0, 25.0, [(5.0, 15.0, 150.0)])
+    assert _types(detect_array(x, 2000.0)) == ["spasm_onset", "spasm_cleared"]
+
+
+def test_waxing_waning_plateau_with_short_dip_is_one_cramp() -> None:
+    bursts = [(5.0, 20.0, 80.0), (20.0, 21.0, 3.0), (21.0, 40.0, 60.0)]
+    events = detect_array(_emg(2000.0, 50.0, bursts), 2000.0)
+    assert _types(events) == ["spasm_onset", "cramp_confirmed", "cramp_end"]
+    assert abs(_one(events, "cramp_end").t_s - 40.0) <= 0.15
+
+
+def test_periodic_limb_movements_are_never_confirmed() -> None:
+    # AASM PLM: 0.5-10 s movements every 5-90 s
+    bursts = [(t, t + d, 100.0) for t, d in ((3.0, 2.0), (25.0, 8.0), (50.0, 5.0))]
+    events = detect_array(_emg(1000.0, 70.0, bursts, seed=3), 1000.0)
+    assert _types(events) == ["spasm_onset", "spasm_cleared"] * 3
+    assert [e.episode for e in events if e.type == "spasm_onset"] == [1, 2, 3]
+
+
+def test_finish_closes_an_open_cramp() -> None:
+    det = CrampDetector(1000.0)
+    events = det.process(_emg(1000.0, 20.0, [(2.0, 20.0, 80.0)]))
+    assert _types(events) == ["spasm_onset", "cramp_confirmed"]
+    assert det.state == "cramp"
+    closing = det.finish()
+    assert [e.type for e in closing] == ["cramp_end"]
+    assert closing[0].emitted_at_s == pytest.approx(20.0)
+
+
+def test_low_rate_input_250_hz_works() -> None:
+    events = detect_array(_emg(250.0, 10.0, [(4.0, 6.0, 60.0)]), 250.0)
+    assert abs(_one(events, "spasm_onset").t_s - 4.0) <= 0.03
+
+
+def test_prelude_spikes_reported_before_the_onset() -> None:
+    fs = 2000.0
+    x = _emg(fs, 30.0, [(20.0, 27.0, 80.0)], seed=5)
+    spike = 400.0 * np.sin(2 * np.pi * 150.0 * np.arange(13) / fs)  # biphasic, 6.5 ms
+    for t in (16.5, 17.5, 18.6, 19.3):  # isolated fasciculation-like potentials
+        i = int(t * fs)
+        x[i : i + spike.size] += spike
+    events = detect_array(x, fs)
+    kinds = _types(events)
+    assert kinds[:2] == ["prelude", "spasm_onset"]
+    prelude, onset = events[kinds.index("prelude")], _one(events, "spasm_onset")
+    assert prelude.episode == onset.episode
+    assert abs(onset.t_s - 20.0) <= 0.03
+    assert 16.4 <= prelude.t_s <= 16.6
+
+
+def test_gap_keeps_timeline_and_is_a_quality_event_not_a_spasm() -> None:
+    fs = 1000.0
+    x = _emg(fs, 12.0, [(9.0, 10.0, 60.0)])
+    x[3000:4500] = np.nan
+    events = detect_array(x, fs)
+    assert _types(events) == ["spasm_onset", "spasm_cleared"]
+    assert abs(_one(events, "spasm_onset").t_s - 9.0) <= 0.03
+    quality = [e.details["quality"] for e in events if e.type == "signal_quality"]
+    assert quality[0] == "gap" and quality[-1] == "ok"
+
+
+def test_saturation_and_lead_off_are_quality_events_never_cramps() -> None:
+    fs = 1000.0
+    x = _emg(fs, 60.0, [])
+    x[5000:25000] = 16384.0  # railed for 20 s
+    x[35000:55000] = 0.0  # lead-off: flat for 20 s
+    events = detect_array(x, fs)
+    assert not [t for t in _types(events) if t in ("cramp_confirmed", "cramp_end")]
+    quality = [e.details["quality"] for e in events if e.type == "signal_quality"]
+    assert "saturated" in quality
+    assert "lead_off" in quality
+
+
+def test_electrode_pops_are_artefacts_not_spasms() -> None:
+    fs = 2000.0
+    x = _emg(fs, 20.0, [])
+    for t, step in ((5.0, 8000.0), (9.0, -8000.0), (13.0, 7000.0)):
+        x[int(t * fs) :] += step  # baseline steps of 7-8 mV
+    events = detect_array(x, fs)
+    assert "spasm_onset" not in _types(events)
+    assert "artefact" in [e.details["quality"] for e in events if e.type == "signal_quality"]
+
+
+@pytest.mark.parametrize("mains", [50.0, 60.0])
+def test_mains_frequency_found_and_hum_does_not_open_episodes(mains: float) -> None:
+    fs = 2000.0
+    t = np.arange(int(30 * fs)) / fs
+    hum = 60.0 * np.sin(2 * np.pi * mains * t) + 15.0 * np.sin(2 * np.pi * 3 * mains * t)
+    det = CrampDetector(fs)
+    events = det.process(_emg(fs, 30.0, []) + hum) + det.finish()
+    assert det.mains_hz == mains
+    assert "spasm_onset" not in _types(events)
+
+
+def test_accelerometer_describes_still_cramp_and_stretch_after() -> None:
+    fs, acc_fs = 1000.0, 100.0
+    x = _emg(fs, 40.0, [(5.0, 25.0, 80.0)])
+    n_acc = 40 * 100
+    rng = np.random.default_rng(9)
+    acc = np.tile([0.0, 0.0, 1.0], (n_acc, 1)) + rng.normal(scale=0.002, size=(n_acc, 3))
+    acc[2510:2700] += rng.normal(scale=0.3, size=(190, 3))  # stretching after the cramp
+    events = detect_array(x, fs, acc, acc_fs)
+    d = _one(events, "cramp_end").details
+    assert d["limb_still_fraction"] == pytest.approx(1.0)
+    assert d["stretch_after"] is True
+
+
+def _split(x: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
+    out, i = [], 0
+    for s in sizes:
+        out.append(x[i : i + s])
+        i += s
+    out.append(x[i:])
+    return out
+
+
+def _stream(x: np.ndarray, fs: float, sizes: list[int]) -> tuple[list[object], list[object]]:
+    det = CrampDetector(fs)
+    events = []
+    summaries = []
+    for part in _split(x, sizes):
+        events.extend(det.process(part))
+        summaries.extend(det.drain_summaries())
+    events.extend(det.finish())
+    summaries.extend(det.drain_summaries())
+    return [e.to_json() for e in events], [s.to_json() for s in summaries]
+
+
+SHORT = _emg(1000.0, 3.0, [(0.9, 1.6, 60.0), (2.2, 2.6, 40.0)], seed=11)
+SHORT[1200:1210] = np.nan
+SHORT_REF = _stream(SHORT, 1000.0, [])
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.integers(min_value=0, max_value=40), min_size=0, max_size=400))
+def test_events_identical_with_tiny_chunks_incl_single_samples(sizes: list[int]) -> None:
+    # mostly 1-sample chunks, some empty, some up to 40 samples
+    sizes = [1 if s > 30 else s for s in sizes] + [1] * 300
+    assert _stream(SHORT, 1000.0, sizes) == SHORT_REF
+    assert any(e["type"] == "spasm_onset" for e in SHORT_REF[0])  # type: ignore[index]
+
+
+LONG = _emg(2000.0, 45.0, [(3.0, 4.5, 50.0), (10.0, 30.0, 70.0), (33.0, 34.0, 300.0)], seed=12)
+LONG[int(31.0 * 2000) : int(31.2 * 2000)] = np.nan
+LONG[int(36.0 * 2000) :] += 9000.0  # electrode pop
+LONG_REF = _stream(LONG, 2000.0, [])
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.lists(st.integers(min_value=1, max_value=20000), min_size=1, max_size=60))
+def test_events_and_summaries_identical_with_random_chunk_sizes(sizes: list[int]) -> None:
+    assert _stream(LONG, 2000.0, sizes) == LONG_REF
+    kinds = [e["type"] for e in LONG_REF[0]]  # type: ignore[index]
+    assert "cramp_confirmed" in kinds
+    assert len(LONG_REF[1]) == 45
+
+
+def test_empty_and_single_sample_calls() -> None:
+    det = CrampDetector(2000.0)
+    assert det.process(np.zeros(0)) == []
+    assert det.process(np.array([3.0])) == []
+    assert det.samples_seen == 1
+    assert det.baseline_uv is None
+
+
+def test_summaries_one_per_second_with_floor_and_state() -> None:
+    det = CrampDetector(1000.0)
+    det.process(_emg(1000.0, 20.0, [(5.0, 19.0, 80.0)]))
+    summaries = det.drain_summaries()
+    assert [s.t_s for s in summaries] == pytest.approx(list(range(1, 21)))
+    band_noise = NOISE_UV * np.sqrt(430.0 / 500.0)
+    assert summaries[3].noise_floor_uv == pytest.approx(band_noise, rel=0.2)
+    assert summaries[3].state == "idle"
+    assert summaries[10].state == "spasm"
+    assert summaries[18].state == "cramp"
+    assert summaries[18].quality == "ok"
+    assert det.drain_summaries() == []
+
+
+def test_invalid_inputs_raise_signal_errors() -> None:
+    with pytest.raises(ConfigurationError):
+        DetectorConfig(off_ratio=3.0, on_ratio=2.0)
+    with pytest.raises(ConfigurationError):
+        CrampDetector(0.0)
+    with pytest.raises(SignalError):
+        CrampDetector(1000.0, 100.0).process(np.zeros(10), np.zeros((1, 2)))
+    assert dataclasses.is_dataclass(DetectorConfig)
