@@ -1,0 +1,225 @@
+"""The recorder: MQTT → validation → InfluxDB points, acknowledging only what is stored.
+
+The recorder subscribes (optionally as ``$share/<group>/...`` so several recorders
+split the load) with a persistent session and *manual acknowledgement*: a QoS 1
+message is PUBACKed only after its point was written to InfluxDB or spooled to
+disk by :class:`~sensor_gateway.influx.BufferedWriter`.  A recorder that dies
+before that gets the message again from the broker.
+
+Every payload is validated by :func:`~sensor_gateway.messages.parse_message`;
+invalid ones (malformed JSON, wrong schema, absurd values, oversized ...) are
+counted per kind in :attr:`Recorder.counts` (``invalid_<kind>``), logged once
+per kind with the topic, acknowledged and skipped.
+
+Mapping (docs/influx-schema.md): one point per message, timestamp = the event's
+(or summary's, status') own UTC time in ms, tags ``band``/``gateway``/``type``
+only, so the same event always lands on the same series and timestamp: a
+redelivered or re-sent event overwrites itself instead of duplicating.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+from sensor_gateway.influx import BufferedWriter, FieldValue, InfluxWriter, line
+from sensor_gateway.messages import (
+    EventMessage,
+    GatewayStatusMessage,
+    Message,
+    MessageError,
+    StatusMessage,
+    SummaryMessage,
+    Topics,
+    parse_message,
+)
+from sensor_gateway.mqtt import MqttAdapter, MqttConfig, Received
+from sensor_gateway.outbox import Outbox
+
+__all__ = ["EVENT_MEASUREMENT", "Recorder", "to_line"]
+
+log = logging.getLogger(__name__)
+
+EVENT_MEASUREMENT = "cramp_event"
+SUMMARY_MEASUREMENT = "envelope"
+STATUS_MEASUREMENT = "band_status"
+GATEWAY_MEASUREMENT = "gateway_status"
+_EVENT_BASE = ("event_id", "episode", "t_s", "emitted_at_s", "publish_delay_s")
+
+
+def _num(value: float | int | str | bool | None) -> FieldValue | None:
+    # Numbers are stored as floats, always: an integer one time and a float the
+    # next would be a field type conflict that makes InfluxDB reject the point.
+    if value is None or isinstance(value, bool | str):
+        return value
+    return float(value)
+
+
+def to_line(msg: Message, received_ms: int) -> str:
+    """The line-protocol point for one validated message (see docs/influx-schema.md)."""
+    if isinstance(msg, EventMessage):
+        fields: dict[str, FieldValue | None] = {
+            "event_id": msg.event_id,
+            "episode": msg.episode,
+            "t_s": msg.t_s,
+            "emitted_at_s": msg.emitted_at_s,
+            "publish_delay_s": (msg.published_ms - msg.time_ms) / 1000.0,
+        }
+        for key, value in msg.details.items():
+            if key not in _EVENT_BASE:
+                fields[key] = _num(value)
+        tags = {"band": msg.band_id, "gateway": msg.gateway, "type": msg.type}
+        return line(EVENT_MEASUREMENT, tags, fields, msg.time_ms)
+    if isinstance(msg, SummaryMessage):
+        fields = {"t_s": msg.t_s, "rms_uv": msg.rms_uv, "peak_uv": msg.peak_uv,
+                  "noise_floor_uv": msg.noise_floor_uv, "on_threshold_uv": msg.on_threshold_uv,
+                  "quality": msg.quality, "acc_activity_g": msg.acc_activity_g,
+                  "state": msg.state}  # fmt: skip
+        return line(SUMMARY_MEASUREMENT, {"band": msg.band_id, "gateway": msg.gateway}, fields,
+                    msg.time_ms)  # fmt: skip
+    if isinstance(msg, StatusMessage):
+        fields = {k: _num(v) for k, v in msg.status.items()}
+        if all(v is None for v in fields.values()):
+            fields = {"present": True}
+        return line(STATUS_MEASUREMENT, {"band": msg.band_id, "gateway": msg.gateway}, fields,
+                    msg.time_ms)  # fmt: skip
+    assert isinstance(msg, GatewayStatusMessage)
+    # The Last Will carries no time (it is composed at connect time): use arrival.
+    ts = msg.time_ms if msg.time_ms is not None else received_ms
+    return line(GATEWAY_MEASUREMENT, {"gateway": msg.gateway}, {"online": msg.online}, ts)
+
+
+class Recorder:
+    """Consume crampwatch MQTT messages and store them in InfluxDB.
+
+    Parameters
+    ----------
+    cfg
+        MQTT settings (its ``username`` should be a read-only recorder user).
+    writer
+        The InfluxDB writer (1.x or 2.x).
+    spool
+        Disk spool for batches while InfluxDB is down.
+    batch_size, flush_interval_s, retry_interval_s
+        Batching (see :class:`~sensor_gateway.influx.InfluxConfig`).
+    client_role
+        Role part of the default client id (``crampwatch-<role>-<gateway_id>``).
+    """
+
+    def __init__(
+        self,
+        cfg: MqttConfig,
+        writer: InfluxWriter,
+        spool: Outbox,
+        *,
+        batch_size: int = 5000,
+        flush_interval_s: float = 0.2,
+        retry_interval_s: float = 1.0,
+        client_role: str = "recorder",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.cfg = cfg
+        self.topics = Topics(cfg.topic_prefix)
+        self.buffer = BufferedWriter(writer, spool, batch_size=batch_size,
+                                     flush_interval_s=flush_interval_s,
+                                     retry_interval_s=retry_interval_s)  # fmt: skip
+        self.adapter = MqttAdapter(cfg, cfg.client_id_for(client_role), manual_ack=True,
+                                   on_connect=self._connected)  # fmt: skip
+        self.counts: Counter[str] = Counter()
+        self.clock = clock
+        self._logged: set[str] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    def subscriptions(self) -> list[tuple[str, int]]:
+        """Filters subscribed to (with ``$share/<group>/`` when ``share_group`` is set)."""
+        subs = self.topics.subscriptions()
+        if self.cfg.share_group:
+            subs = [(f"$share/{self.cfg.share_group}/{f}", q) for f, q in subs]
+        return subs
+
+    def _connected(self, session_present: bool) -> None:
+        self.adapter.subscribe(self.subscriptions())
+
+    async def start(self) -> None:
+        """Connect and start consuming (returns at once)."""
+        self.buffer.start()
+        self.adapter.start()
+        self._task = asyncio.create_task(self._consume(), name="recorder")
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until ``stop`` is set, then shut down cleanly."""
+        await self.start()
+        try:
+            await stop.wait()
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        """Stop consuming, flush (acks go out), disconnect."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.buffer.close()
+        await self.adapter.stop()
+        log.info("recorder counts: %s", dict(self.counts))
+
+    def crash(self) -> None:
+        """Tests: vanish like a killed process (nothing flushed, nothing acknowledged)."""
+        if self._task is not None:
+            self._task.cancel()
+        for task in self.buffer._tasks:
+            task.cancel()
+        self.adapter.kill()
+        self.buffer.spool.close()
+
+    def handle(self, msg: Received) -> str | None:
+        """Validate one message; return its point, or ``None`` when invalid (counted)."""
+        self.counts["received"] += 1
+        try:
+            parsed = parse_message(msg.topic, msg.payload, self.topics)
+            point = to_line(parsed, round(self.clock() * 1000))
+        except MessageError as exc:
+            self.counts[f"invalid_{exc.kind}"] += 1
+            if exc.kind not in self._logged:
+                self._logged.add(exc.kind)
+                log.warning("invalid message on %s skipped (%s): %s [logged once per kind]",
+                            msg.topic, exc.kind, exc)  # fmt: skip
+            return None
+        except ValueError as exc:  # no storable field
+            self.counts["invalid_fields"] += 1
+            if "fields" not in self._logged:
+                self._logged.add("fields")
+                log.warning("message on %s has nothing to store: %s", msg.topic, exc)
+            return None
+        self.counts[f"stored_{type(parsed).__name__}"] += 1
+        return point
+
+    async def _consume(self) -> None:
+        queue = self.adapter.messages
+        while True:
+            msg = await queue.get()
+            batch = [msg]
+            while not queue.empty() and len(batch) < 1000:
+                batch.append(queue.get_nowait())
+            lines = [p for p in map(self.handle, batch) if p is not None]
+            acked = [m for m in batch if m.qos > 0]
+            await self.buffer.add(lines, self._acker(acked) if acked else None)
+
+    def _acker(self, messages: list[Received]) -> Callable[[], None]:
+        def ack() -> None:
+            for m in messages:
+                self.adapter.ack(m)
+
+        return ack
+
+
+def spool_for(directory: Path, max_bytes: int) -> Outbox:
+    """The recorder's InfluxDB spool in ``directory``."""
+    return Outbox(directory.expanduser(), max_bytes=max_bytes, name="influx spool")
