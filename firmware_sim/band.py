@@ -4,21 +4,28 @@
 (EMG in µV, accelerometer in g; from :class:`firmware_sim.night.SyntheticNight` or
 a replayed recording) into the byte strings the band notifies on its data
 characteristic (``docs/band-protocol.md`` §3), one 50 ms packet per :meth:`~BandFirmware.step`.
-Time is the band's own: *band seconds since boot*, advanced by 50 ms per step.  The
-caller (the BLE peripheral, :mod:`firmware_sim.peripheral`, or a unit test) decides
-how fast band time runs against the wall clock.
+Time is the band's own: *band seconds since boot* by its crystal, advanced by 50 ms
+per step.  The caller (the BLE peripheral, :mod:`firmware_sim.peripheral`, or a unit
+test) decides how fast band time runs against the wall clock; a crystal that is
+``drift_ppm`` fast makes a band second last :attr:`BandFirmware.period_s` / 0.05
+true seconds.
 
 Device behaviour modelled here
 ------------------------------
-* **Tick clock**: ``TICK_HZ × (1 + drift_ppm·1e-6)`` ticks per band second, starting
-  at ``tick_offset`` (u32, wraps).  EMG sample *k* since boot is taken at tick
-  ``tick_offset + floor(k / fs · TICK_HZ · (1 + drift))``; a packet carries the tick
-  of its first sample.
+* **Tick clock**: ``TICK_HZ`` ticks per band second from ``tick_offset`` (u32, wraps).
+  EMG sample *k* since boot is taken at tick ``tick_offset + floor(k · TICK_HZ / fs)``
+  (protocol §2: the samples sit on the tick grid); a packet carries the tick of its
+  first sample.  The crystal error ``drift_ppm`` makes the whole band clock (ticks,
+  sampling, band time) run ``1 + drift_ppm·1e-6`` times too fast against true time,
+  so it shows only against the host's clock: the pacer runs one packet per
+  :attr:`BandFirmware.period_s` true seconds.
 * **Sequence**: u16, +1 per packet produced (also for packets that are then lost),
   restarts at 0 on ``START_STREAM`` and at boot; *not* on a reconnect, so the
   gateway sees what it missed.
-* **Streaming**: the band streams from boot (auto-start) until ``STOP_STREAM``;
-  whether the packets reach anyone is the link's business.
+* **Streaming**: the band streams from boot (``autostart``, the default) or from the
+  first ``START_STREAM``, until ``STOP_STREAM``; whether the packets reach anyone is
+  the link's business.  While it is not streaming its front end is off: band time
+  passes but the signal source is not read, so a replay resumes where it stopped.
 * **On-band queue** (§3.6): packets wait in a ring of :attr:`BandConfig.queue_packets`
   (40 = 2 s) until the link takes them (:meth:`BandFirmware.drain`); when the ring is
   full the *oldest* packet is discarded and ``dropped_packets`` (status) counts it.
@@ -166,7 +173,8 @@ class BandConfig:
     has_acc
         Whether the band variant has an accelerometer.
     drift_ppm
-        Crystal error: the tick runs ``(1 + drift_ppm·1e-6)`` times too fast.
+        Crystal error: the band's clock (tick, sampling, band time) runs
+        ``(1 + drift_ppm·1e-6)`` times too fast against true time.
     tick_offset
         Tick at boot (u32; use values near 2**32 to test the wrap).
     battery_start_pct, battery_drain_pct_per_h
@@ -177,6 +185,8 @@ class BandConfig:
         Size of the on-band ring of packets awaiting transmission (40 = 2 s).
     lead_off_ptp_uv
         EMG peak-to-peak (µV) below which a packet counts as flat (electrode off).
+    autostart
+        Stream from boot; ``False``: wait for ``START_STREAM`` (after every boot).
     faults
         Injected faults.
     """
@@ -191,6 +201,7 @@ class BandConfig:
     firmware: tuple[int, int, int] = (1, 0, 0)
     queue_packets: int = 40
     lead_off_ptp_uv: float = 1.0
+    autostart: bool = True
     faults: BandFaults = field(default_factory=BandFaults)
 
     def __post_init__(self) -> None:
@@ -297,7 +308,7 @@ class BandFirmware:
         self._tick_offset = tick_offset
         self._samples = 0  # source samples since boot (drives tick and uptime)
         self.seq = 0
-        self.streaming = True
+        self.streaming = self.config.autostart
         self.time_synced = False
         self.dropped_packets = 0  # since boot (status field)
         self._queue.clear()
@@ -322,8 +333,12 @@ class BandFirmware:
         return self._tick_at_sample(self._samples)
 
     def _tick_at_sample(self, k: int) -> int:
-        rate = TICK_HZ * (1.0 + self.config.drift_ppm * 1e-6)
-        return (self._tick_offset + math.floor(k * rate / self._source_fs)) % TICK_MODULUS
+        return (self._tick_offset + (k * TICK_HZ) // self._source_fs) % TICK_MODULUS
+
+    @property
+    def period_s(self) -> float:
+        """True seconds per 50-ms packet period of the band's crystal: ``0.05 / (1 + drift)``."""
+        return PACKET_SECONDS / (1.0 + self.config.drift_ppm * 1e-6)
 
     @property
     def battery_pct(self) -> float:
@@ -377,6 +392,10 @@ class BandFirmware:
         """
         dec = self._source_fs // self.emg_fs
         n = self.samples_per_packet * dec
+        if not self.streaming:  # front end off: time passes, the source is not read
+            self._samples += n
+            self.life_s += n / self._source_fs
+            return None
         if not self._fill(n):
             return None
         emg_uv, acc_g = self._take(n)
@@ -386,8 +405,6 @@ class BandFirmware:
         first = self._samples
         self._samples += n
         self.life_s += n / self._source_fs
-        if not self.streaming:
-            return None
         gaps = np.isnan(emg_uv)
         valid = emg_uv[~gaps]
         flat = bool(np.ptp(valid) < self.config.lead_off_ptp_uv) if valid.size else True
@@ -481,7 +498,7 @@ class BandFirmware:
         self.seq = 0
 
     def stop_stream(self) -> None:
-        """``STOP_STREAM``: stop producing packets (the queue is still delivered)."""
+        """``STOP_STREAM``: stop producing packets and reading the source (queue kept)."""
         self.streaming = False
 
     def set_emg_rate(self, fs: int) -> None:

@@ -18,7 +18,9 @@ central unsubscribed or the link dropped) ends the subscription.
 
 Pacing and buffering
 --------------------
-Packet *n* is due at ``t0 + n · 50 ms / speed`` (absolute deadlines, no drift).
+Packet *n* is due at ``t0 + n · period / speed`` (absolute deadlines), where the
+period is 50 ms of the band's crystal (:attr:`~firmware_sim.band.BandFirmware.period_s`:
+shorter for a crystal that runs fast).
 Each period the firmware produces one packet into its 40-packet (2 s) ring; while
 a central is subscribed and the link is not stalled the ring is drained into the
 socket.  With nobody subscribed the ring keeps the newest 2 s and counts the rest
@@ -742,10 +744,10 @@ class BandPeripheral:
     async def run(self) -> None:
         """Pace the firmware until its source ends (then flush) or :meth:`stop`.
 
-        Packet periods are scheduled on absolute deadlines ``t0 + n·50 ms/speed``.
+        Packet periods are scheduled on absolute deadlines ``t0 + n·period_s/speed``.
         """
         loop = asyncio.get_running_loop()
-        period = PACKET_SECONDS / self.config.speed
+        period = self.fw.period_s / self.config.speed
         t0 = loop.time()
         n = 0
         next_status = STATUS_PERIOD_S
@@ -776,7 +778,9 @@ class BandPeripheral:
             if self.fw.reboot_due():
                 self._event("reboot", at_s=round(self.fw.life_s, 3))
                 await self.drop_link("reboot")
+                dead_from = self.fw.life_s
                 self.fw.reboot()
+                n += round((self.fw.life_s - dead_from) / PACKET_SECONDS)  # dead time passes
                 continue
             if self.fw.link_drop_due(before):
                 await self.drop_link("fault: disconnect_every")

@@ -17,6 +17,18 @@ mapping vs. the new one), rounded to whole accelerometer periods so the EMG and
 accelerometer timelines stay aligned.  Accelerometer rows inside a gap repeat the
 last received row (no spurious motion); the EMG NaN marks the gap.
 
+Signal quality comes from the band: the ``LEAD_OFF``, ``EMG_SATURATED`` and
+``BATTERY_LOW`` flags of every data packet and the status records (battery,
+firmware, uptime, packets dropped on the band).  They go to the status records
+for the sinks; the samples are kept as they are (the detector has no input for
+flags and finds saturation and flat signal in the samples itself).
+
+The time-sync reply the link waits for at every connect (protocol §5.1) anchors
+the band's tick to the host clock within half its round trip (Cristian 1989).
+After a band reboot the data cannot say how much time passed; the anchor of the
+new session then places the first new sample, rather than the first data
+packet's receive time, which is late by the band's backlog (up to 2 s).
+
 The class does no I/O except through the recorder it is given and never awaits:
 the gateway feeds it from the processing task and forwards the returned
 :class:`BandOutput` to the async sinks.
@@ -41,7 +53,15 @@ from numpy.typing import NDArray
 
 from cramp_signal.detector import CrampDetector
 from cramp_signal.events import DetectorEvent, EnvelopeSummary
-from sensor_gateway.clock import TICK_HZ_DEFAULT, ClockMapper
+from sensor_gateway.clock import ClockMapper
+from sensor_gateway.protocol import (
+    ACC_G_PER_LSB,
+    EMG_UV_PER_LSB,
+    TICK_HZ,
+    BandStatus,
+    PacketFlags,
+    tick_delta,
+)
 from sensor_gateway.recordings import SignalChunk
 from sensor_gateway.sequencing import Delivered, Gap, GapStats, Reset, SequenceTracker
 
@@ -49,6 +69,7 @@ __all__ = [
     "BandOutput",
     "BandStream",
     "PacketLike",
+    "RecorderFactory",
     "RecorderLike",
     "StampedEvent",
     "StampedSummary",
@@ -62,6 +83,12 @@ FloatArray = NDArray[np.float64]
 
 #: Annotation text prefix for detector events written into the recording.
 ANNOTATION_PREFIX = "crampwatch:"
+#: A time-sync anchor places a reboot's first sample only within this many seconds of it.
+ANCHOR_REACH_S = 10.0
+
+_LEAD_OFF = int(PacketFlags.LEAD_OFF)
+_SATURATED = int(PacketFlags.EMG_SATURATED)
+_BATTERY_LOW = int(PacketFlags.BATTERY_LOW)
 
 
 class PacketLike(Protocol):
@@ -71,6 +98,8 @@ class PacketLike(Protocol):
     def seq(self) -> int: ...
     @property
     def tick(self) -> int: ...
+    @property
+    def flags(self) -> int: ...
     @property
     def emg_fs(self) -> float: ...
     @property
@@ -165,6 +194,15 @@ class _Segment:
     frozen_spt: float = 0.0  # seconds per tick, frozen
 
 
+@dataclass(frozen=True)
+class _Anchor:
+    """A time-sync reply: band tick ``tick`` was latched at host time ``wall`` (± ``rtt`` / 2)."""
+
+    tick: int
+    wall: float
+    rtt: float
+
+
 def _default_detector(emg_fs: float, acc_fs: float | None) -> CrampDetector:
     return CrampDetector(emg_fs, acc_fs)
 
@@ -176,10 +214,6 @@ class BandStream:
     ----------
     band_id
         Stable name of the band (address or advertised name), used in records and paths.
-    tick_hz
-        Nominal band tick rate.
-    emg_uv_per_lsb, acc_g_per_lsb
-        Scales of the packet's int16 samples.
     batch_packets
         Packets gathered before the detector and recorder run (latency
         ``batch_packets`` x 50 ms; fewer, larger calls cost less CPU).
@@ -197,9 +231,6 @@ class BandStream:
         self,
         band_id: str,
         *,
-        tick_hz: float = TICK_HZ_DEFAULT,
-        emg_uv_per_lsb: float = 0.5,
-        acc_g_per_lsb: float = 0.001,
         batch_packets: int = 5,
         reorder_window: int = 4,
         detector_factory: DetectorFactory = _default_detector,
@@ -207,9 +238,7 @@ class BandStream:
         data_dir: Path | None = None,
     ) -> None:
         self.band_id = band_id
-        self.tick_hz = float(tick_hz)
-        self.emg_scale = float(emg_uv_per_lsb)
-        self.acc_scale = float(acc_g_per_lsb)
+        self.tick_hz = float(TICK_HZ)
         self.batch_packets = max(1, int(batch_packets))
         self._reorder_window = reorder_window
         self._detector_factory = detector_factory
@@ -236,10 +265,14 @@ class BandStream:
         self.reset_gap_samples = 0
         self.clock_only_reboots = 0
         self.connected = False
-        self.battery_pct: float | None = None
         self.lead_off: bool | None = None
+        self.battery_low: bool | None = None
+        self.lead_off_packets = 0
+        self.saturated_packets = 0
+        self.band: BandStatus | None = None  # the newest status record
+        self._anchor: _Anchor | None = None
+        self._last_host = -math.inf  # receive time of the newest packet applied
         self.last_packet_time: float | None = None
-        self.extra_status: dict[str, object] = {}
         self.closed = False
 
     # ------------------------------------------------------------------ properties
@@ -283,16 +316,20 @@ class BandStream:
         out.extend(self._run_batch())
         return out
 
-    def on_status(self, status: dict[str, object]) -> None:
-        """Merge a decoded status record (battery, lead-off, ...) into :meth:`status`."""
-        for key in ("battery_pct", "battery"):
-            val = status.get(key)
-            if isinstance(val, int | float):
-                self.battery_pct = float(val)
-        val = status.get("lead_off")
-        if isinstance(val, bool):
-            self.lead_off = val
-        self.extra_status.update(status)
+    def on_status(self, status: BandStatus, host_time: float) -> None:
+        """Take a status record received at ``host_time`` (read, periodic or time-sync reply).
+
+        Battery, lead-off, firmware, uptime and the band's own drop count go to
+        :meth:`status`.  A time-sync reply (``sync_host_ms`` echoes the request's host
+        time *T1*, received at *T2* = ``host_time``) anchors ``status.tick`` at
+        (*T1* + *T2*) / 2 (protocol §5.1).
+        """
+        self.band = status
+        self.lead_off = status.lead_off
+        self.battery_low = status.battery_low
+        if status.sync_host_ms is not None:
+            sent = status.sync_host_ms / 1000.0
+            self._anchor = _Anchor(status.tick, (sent + host_time) / 2, max(0.0, host_time - sent))
 
     def finish(self) -> BandOutput:
         """End of stream: flush, run the detector's :meth:`finish`, close the recorder."""
@@ -312,14 +349,24 @@ class BandStream:
     def status(self) -> dict[str, object]:
         """Band status for sinks: link, battery, lead-off, clock drift, gaps, counters."""
         drift = self.clock.drift_ppm if self.clock.started else math.nan
+        band = self.band
         doc: dict[str, object] = {
             "band_id": self.band_id,
             "connected": self.connected,
-            "battery_pct": self.battery_pct,
+            "battery_pct": None if band is None else band.battery_pct,
+            "battery_low": self.battery_low,
+            "charging": None if band is None else band.charging,
             "lead_off": self.lead_off,
+            "lead_off_packets": self.lead_off_packets,
+            "saturated_packets": self.saturated_packets,
+            "firmware": None if band is None else band.firmware_version,
+            "uptime_s": None if band is None else band.uptime_s,
+            "band_dropped_packets": None if band is None else band.dropped_packets,
+            "sync_rtt_ms": None if self._anchor is None else round(self._anchor.rtt * 1e3, 1),
             "drift_ppm": None if math.isnan(drift) else round(drift, 2),
             "clock_segment": max(self.clock.segment, 0),
             "reboots": self.clock.reboots,
+            "clock_only_reboots": self.clock_only_reboots,
             "samples": self._n_emg,
             "seconds": self._n_emg / self.emg_fs if self.emg_fs else 0.0,
             "reset_gap_samples": self.reset_gap_samples,
@@ -328,8 +375,6 @@ class BandStream:
                 self.last_packet_time),
             **self.gap_stats.to_json(),
         }  # fmt: skip
-        for key, value in self.extra_status.items():
-            doc.setdefault(key, value)
         return doc
 
     def wall_time(self, t_s: float) -> float:
@@ -368,6 +413,11 @@ class BandStream:
         if isinstance(item, Gap):
             return self._append_gap(item.n_emg, item.n_acc)
         packet, host_time = item.packet
+        flags = int(packet.flags)
+        self.lead_off = bool(flags & _LEAD_OFF)
+        self.battery_low = bool(flags & _BATTERY_LOW)
+        self.lead_off_packets += self.lead_off
+        self.saturated_packets += bool(flags & _SATURATED)
         n = int(packet.emg.shape[0])
         end_tick = (packet.tick + round(n * self._tps)) % (1 << 32)
         obs = self.clock.observe(end_tick, host_time, reboot=self._reset_pending)
@@ -375,14 +425,15 @@ class BandStream:
         if obs.reboot:
             if self._segments and not self._reset_pending:
                 self.clock_only_reboots += 1  # clock saw it, sequence did not
-            out = self._new_segment(ext_first, sized_by_clock=self._reset_pending)
+            out = self._new_segment(ext_first, packet.tick, sized_by_clock=self._reset_pending)
         else:
             out = BandOutput()
         self._reset_pending = False
+        self._last_host = host_time
         if self.recorder is None and self._recorder_factory is not None and self._n_emg == 0:
             self._open_recorder()
-        emg = packet.emg.astype(np.float64) * self.emg_scale
-        acc = packet.acc.astype(np.float64).reshape(-1, 3) * self.acc_scale
+        emg = packet.emg.astype(np.float64) * EMG_UV_PER_LSB
+        acc = packet.acc.astype(np.float64).reshape(-1, 3) * ACC_G_PER_LSB
         self._buf_emg.append(emg)
         self._buf_acc.append(acc)
         if acc.shape[0]:
@@ -394,7 +445,18 @@ class BandStream:
         out.extend(self._maybe_run())
         return out
 
-    def _new_segment(self, ext_first: int, *, sized_by_clock: bool) -> BandOutput:
+    def _first_wall(self, ext_first: int, raw_first: int) -> float:
+        """Wall time of a new segment's first sample: from the session's time-sync anchor
+        when it was taken after the old segment's data and lies close enough in ticks,
+        else from the new segment's clock (its first, backlog-delayed packets)."""
+        a = self._anchor
+        if a is not None and a.wall > self._last_host:
+            dt = tick_delta(raw_first, a.tick) / self.tick_hz
+            if abs(dt) <= ANCHOR_REACH_S:
+                return a.wall + dt
+        return self.clock.wall_of(ext_first)
+
+    def _new_segment(self, ext_first: int, raw_first: int, *, sized_by_clock: bool) -> BandOutput:
         out = BandOutput()
         prev = self.clock.previous
         if self._segments and prev is not None:
@@ -404,7 +466,7 @@ class BandStream:
             if sized_by_clock:
                 # wall time of the next sample under the old mapping vs. the new first sample
                 expected = prev.wall_of(old.ext0 + (self._n_emg - old.idx0) * self._tps)
-                gap_s = max(0.0, self.clock.wall_of(ext_first) - expected)
+                gap_s = max(0.0, self._first_wall(ext_first, raw_first) - expected)
                 per = self._emg_per_acc or 1
                 n_gap = round(gap_s * self.emg_fs / per) * per
                 self.reset_gap_samples += n_gap

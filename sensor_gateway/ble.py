@@ -5,12 +5,23 @@ into a bounded :class:`asyncio.Queue` per band; decoding and processing run in t
 gateway's processing task, so bleak's notification callback never blocks and
 never raises (a full queue is counted as ``queue_drops``, see :class:`LinkStats`).
 
-Link life cycle (:meth:`BandLink.run`)::
+Link life cycle (:meth:`BandLink.run`), in the order docs/band-protocol.md §7 asks
+for (learn the band before enabling data)::
 
     connect (BleakClient(..., disconnected_callback, bluez={"adapter": ...}))
-      → start_notify(data) → read + start_notify(status) → write time-sync control
+      → read status → start_notify(status) → write TIME_SYNC, wait for its reply
+      → start_notify(data) → START_STREAM if the status said "not streaming"
       → stream; watchdog: no notification for ``watchdog_s`` → "stall" → disconnect
       → on any loss: LINK_LOST marker into the queue, wait backoff, reconnect
+
+The time-sync reply reaches the queue before the first data packet of the
+session, so the processing side can anchor the band's tick (Cristian's
+algorithm, protocol §5.1) before it sees the data, e.g. to size the gap after a
+band reboot.
+
+Receive times come from the link's ``clock`` (POSIX seconds; a clock running
+*N* x faster for bands simulated at ``--speed N``); watchdog, backoff and the
+reconnect figure use the real monotonic clock.
 
 Backoff is exponential (``backoff_initial_s`` x ``backoff_factor`` ** n) capped at
 ``backoff_max_s`` and reset after a session that streamed, so a band that comes
@@ -31,12 +42,25 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sensor_gateway.errors import LinkError
+from sensor_gateway.errors import LinkError, ProtocolError
+from sensor_gateway.protocol import (
+    CONTROL_CHAR_UUID,
+    DATA_CHAR_UUID,
+    SERVICE_UUID,
+    STATUS_CHAR_UUID,
+    STATUS_SIZE,
+    ControlCommand,
+    StatusFlags,
+    decode_status,
+    encode_control,
+)
 
 __all__ = [
+    "DATA",
     "LINK_LOST",
+    "LINK_UP",
+    "STATUS",
     "BandLink",
-    "BandProtocol",
     "LinkSettings",
     "LinkStats",
     "Notification",
@@ -60,20 +84,22 @@ class Notification:
 
 
 @dataclass(frozen=True)
-class BandProtocol:
-    """UUIDs and the control-message encoder the link needs (built from ``protocol``)."""
-
-    service_uuid: str
-    data_uuid: str
-    status_uuid: str | None = None
-    control_uuid: str | None = None
-    #: ``host_time -> bytes`` of the time-sync control write, or ``None`` for none.
-    time_sync: Callable[[float], bytes] | None = None
-
-
-@dataclass(frozen=True)
 class LinkSettings:
-    """Timing of one link (taken from ``GatewayConfig``)."""
+    """Timing of one link (taken from ``GatewayConfig``).
+
+    Attributes
+    ----------
+    adapter
+        BlueZ adapter of the gateway.
+    connect_timeout_s
+        bleak's connect timeout.
+    watchdog_s
+        No notification for this long while connected = stall → reconnect.
+    backoff_initial_s, backoff_max_s, backoff_factor
+        Reconnect backoff: exponential, capped.
+    sync_timeout_s
+        How long a session waits for the band's time-sync reply before streaming anyway.
+    """
 
     adapter: str = "hci0"
     connect_timeout_s: float = 10.0
@@ -81,11 +107,28 @@ class LinkSettings:
     backoff_initial_s: float = 0.25
     backoff_max_s: float = 2.0
     backoff_factor: float = 2.0
+    sync_timeout_s: float = 1.0
 
 
 @dataclass
 class LinkStats:
-    """Counters of one link (monotonic)."""
+    """Counters of one link (monotonic).
+
+    Attributes
+    ----------
+    connects, connect_failures, disconnects, stalls
+        Link events (``disconnects``: sessions that streamed and then ended).
+    notifications
+        Data notifications received.
+    queue_drops
+        Notifications dropped because the band's queue was full.
+    time_syncs
+        Time-sync replies seen in time (the session waited for them).
+    stream_starts
+        ``START_STREAM`` writes (the band was idle when the session began).
+    reconnect_times_s
+        Real seconds from losing a streaming link to the next data notification.
+    """
 
     connects: int = 0
     connect_failures: int = 0
@@ -93,8 +136,9 @@ class LinkStats:
     stalls: int = 0
     notifications: int = 0
     queue_drops: int = 0
-    last_connect_s: float | None = None  # seconds from start of attempt to first notification
-    reconnect_times_s: list[float] = field(default_factory=list)  # link lost → streaming again
+    time_syncs: int = 0
+    stream_starts: int = 0
+    reconnect_times_s: list[float] = field(default_factory=list)
 
 
 class BandLink:
@@ -106,33 +150,32 @@ class BandLink:
         Name used in logs and records.
     target
         A ``bleak.backends.device.BLEDevice`` from a scan or an address string.
-    protocol
-        UUIDs and time-sync encoder.
     settings
         Adapter, watchdog, backoff.
     queue
         Bounded queue of :class:`Notification`; this class only ever ``put_nowait``.
+    clock
+        Host time (POSIX seconds) stamped on every queue item and sent in ``TIME_SYNC``.
     """
 
     def __init__(
         self,
         band_id: str,
         target: Any,
-        protocol: BandProtocol,
         settings: LinkSettings,
         queue: asyncio.Queue[Notification],
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.band_id = band_id
         self.target = target
-        self.protocol = protocol
         self.settings = settings
         self.queue = queue
+        self.clock = clock
         self.stats = LinkStats()
         self.connected = False
         self._last_rx = 0.0
         self._lost_at: float | None = None
-        self._client: Any = None
-        self._force: asyncio.Event = asyncio.Event()
+        self._synced = asyncio.Event()
 
     # ------------------------------------------------------------------ callbacks (sync!)
 
@@ -143,7 +186,7 @@ class BandLink:
             self.stats.queue_drops += 1
 
     def _on_data(self, _char: Any, data: bytearray) -> None:
-        now = time.time()
+        now = self.clock()
         self._last_rx = time.monotonic()
         self.stats.notifications += 1
         if self._lost_at is not None:
@@ -152,13 +195,11 @@ class BandLink:
         self._put(Notification(DATA, now, bytes(data)))
 
     def _on_status(self, _char: Any, data: bytearray) -> None:
-        self._put(Notification(STATUS, time.time(), bytes(data)))
+        self._put(Notification(STATUS, self.clock(), bytes(data)))
+        if len(data) == STATUS_SIZE and data[1] & StatusFlags.SYNC_REPLY:
+            self._synced.set()
 
     # ------------------------------------------------------------------ control
-
-    def force_disconnect(self) -> None:
-        """Drop the current connection (tests, operator); the link reconnects by itself."""
-        self._force.set()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Connect, stream, reconnect with backoff until ``stop`` is set."""
@@ -176,14 +217,13 @@ class BandLink:
             streamed = self.stats.notifications > n0
             if streamed:
                 self.stats.disconnects += 1
-            if self._lost_at is None and streamed:
-                self._lost_at = time.monotonic()
+                if self._lost_at is None:
+                    self._lost_at = time.monotonic()
+                backoff = self.settings.backoff_initial_s
             self.connected = False
-            self._put(Notification(LINK_LOST, time.time(), reason=reason))
+            self._put(Notification(LINK_LOST, self.clock(), reason=reason))
             if stop.is_set():
                 break
-            if streamed:
-                backoff = self.settings.backoff_initial_s
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=backoff)
             backoff = min(backoff * self.settings.backoff_factor, self.settings.backoff_max_s)
@@ -192,41 +232,55 @@ class BandLink:
         from bleak import BleakClient  # noqa: PLC0415  (keep imports of the edge local)
 
         gone = asyncio.Event()
-        self._force.clear()
         client = BleakClient(
             self.target,
             disconnected_callback=lambda _c: gone.set(),
             timeout=self.settings.connect_timeout_s,
             bluez={"adapter": self.settings.adapter},
         )
-        self._client = client
         await client.connect()
         try:
             self.connected = True
             self.stats.connects += 1
+            first = await client.read_gatt_char(STATUS_CHAR_UUID)
+            self._on_status(None, first)
+            try:
+                idle = not decode_status(first).streaming
+            except ProtocolError as exc:  # e.g. a band speaking another protocol version
+                raise LinkError(f"{self.band_id}: status unreadable: {exc}") from exc
+            await client.start_notify(STATUS_CHAR_UUID, self._on_status)
+            await self._time_sync(client)
             self._last_rx = time.monotonic()
-            p = self.protocol
-            await client.start_notify(p.data_uuid, self._on_data)
-            if p.status_uuid is not None:
-                with contextlib.suppress(Exception):
-                    self._on_status(None, await client.read_gatt_char(p.status_uuid))
-                with contextlib.suppress(Exception):
-                    await client.start_notify(p.status_uuid, self._on_status)
-            if p.control_uuid is not None and p.time_sync is not None:
-                try:
-                    await client.write_gatt_char(
-                        p.control_uuid, p.time_sync(time.time()), response=True
-                    )
-                except Exception as exc:
-                    log.warning("%s: time-sync write failed: %s", self.band_id, exc)
-            self._put(Notification(LINK_UP, time.time()))
+            await client.start_notify(DATA_CHAR_UUID, self._on_data)
+            if idle:
+                await client.write_gatt_char(
+                    CONTROL_CHAR_UUID, encode_control(ControlCommand.START_STREAM), response=True
+                )
+                self.stats.stream_starts += 1
+            self._put(Notification(LINK_UP, self.clock()))
             return await self._watch(stop, gone)
         finally:
             self.connected = False
             if client.is_connected:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(client.disconnect(), timeout=5.0)
-            self._client = None
+
+    async def _time_sync(self, client: Any) -> None:
+        """Write ``TIME_SYNC`` with the host time and wait (bounded) for the band's reply."""
+        self._synced.clear()
+        request = encode_control(ControlCommand.TIME_SYNC, unix_ms=round(self.clock() * 1000))
+        try:
+            await client.write_gatt_char(CONTROL_CHAR_UUID, request, response=True)
+        except Exception as exc:  # bleak raises backend-specific types; stream unsynced
+            log.warning("%s: time-sync write failed: %s", self.band_id, exc)
+            return
+        try:
+            await asyncio.wait_for(self._synced.wait(), timeout=self.settings.sync_timeout_s)
+        except TimeoutError:
+            log.warning("%s: no time-sync reply within %g s", self.band_id,
+                        self.settings.sync_timeout_s)  # fmt: skip
+            return
+        self.stats.time_syncs += 1
 
     async def _watch(self, stop: asyncio.Event, gone: asyncio.Event) -> str:
         w = self.settings.watchdog_s
@@ -236,8 +290,6 @@ class BandLink:
                 return "stopping"
             if gone.is_set():
                 return "disconnected"
-            if self._force.is_set():
-                return "forced"
             if time.monotonic() - self._last_rx > w:
                 self.stats.stalls += 1
                 log.warning("%s: no data for %.1f s: stall, reconnecting", self.band_id, w)
@@ -247,7 +299,6 @@ class BandLink:
 
 
 async def discover_bands(
-    protocol: BandProtocol,
     *,
     adapter: str,
     pinned: Sequence[str] = (),
@@ -258,14 +309,12 @@ async def discover_bands(
 
     Parameters
     ----------
-    protocol
-        Its ``service_uuid`` is the scan filter when nothing is pinned.
     adapter
         BlueZ adapter (``hci0``).
     pinned
         Addresses or advertised names to look for; empty = every band advertising
-        the service.  The band id is the pinned string, else the advertised name,
-        else the address.
+        the band service (:data:`~sensor_gateway.protocol.SERVICE_UUID`).  The band
+        id is the pinned string, else the advertised name, else the address.
     max_bands
         Stop scanning once this many are found (0 = until ``timeout_s``; with
         pinned bands, until all of them are found).
@@ -282,7 +331,6 @@ async def discover_bands(
     found: dict[str, Any] = {}
     want = {p.upper(): p for p in pinned}
     done = asyncio.Event()
-    svc = protocol.service_uuid.lower()
 
     def on_adv(device: Any, adv: Any) -> None:
         name = adv.local_name or device.name or ""
@@ -292,7 +340,7 @@ async def discover_bands(
             for key in (device.address.upper(), name.upper()):
                 if key in want:
                     band_id = want[key]
-        elif svc in uuids:
+        elif SERVICE_UUID in uuids:
             band_id = name or device.address
         if band_id is None or band_id in found:
             return
@@ -304,7 +352,7 @@ async def discover_bands(
     try:
         async with BleakScanner(
             on_adv,
-            service_uuids=None if want else [protocol.service_uuid],
+            service_uuids=None if want else [SERVICE_UUID],
             bluez={"adapter": adapter},
         ):
             with contextlib.suppress(TimeoutError):

@@ -40,18 +40,44 @@ References
 from __future__ import annotations
 
 import math
+import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-__all__ = ["TICK_HZ_DEFAULT", "U32", "ClockMapper", "ClockObservation", "ClockSnapshot"]
+from sensor_gateway.protocol import TICK_HZ, TICK_MODULUS
 
-#: Nominal band tick rate (Hz); the protocol module's ``TICK_HZ`` when present.
-TICK_HZ_DEFAULT = 32768.0
+__all__ = ["U32", "ClockMapper", "ClockObservation", "ClockSnapshot", "scaled_clock"]
+
 #: Modulus of the band's tick counter.
-U32 = 1 << 32
+U32 = TICK_MODULUS
+
+
+def scaled_clock(speed: float) -> Callable[[], float]:
+    """A host clock (POSIX seconds) that runs ``speed`` times as fast as ``time.time``.
+
+    Bands simulated at ``crampwatch band --speed N`` live ``N`` band seconds per real
+    second; stamping their packets with a clock running ``N`` x from now keeps ticks,
+    timestamps and drift estimates consistent.  ``speed == 1`` returns ``time.time``.
+
+    Raises
+    ------
+    ValueError
+        If ``speed`` is not a positive finite number.
+    """
+    if not (speed > 0 and math.isfinite(speed)):
+        raise ValueError(f"speed must be a positive number, got {speed!r}")
+    if speed == 1.0:
+        return time.time
+    origin = time.time()
+
+    def now() -> float:
+        return origin + (time.time() - origin) * speed
+
+    return now
 
 
 @dataclass(frozen=True)
@@ -118,7 +144,7 @@ class ClockMapper:
 
     def __init__(
         self,
-        tick_hz: float = TICK_HZ_DEFAULT,
+        tick_hz: float = TICK_HZ,
         *,
         window_s: float = 900.0,
         bin_s: float = 1.0,

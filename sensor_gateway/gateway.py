@@ -6,47 +6,48 @@ Per band the gateway runs two tasks on the one event loop::
     (bleak, sync callbacks)                                                     decode → BandStream
                                                                                 → sinks (await)
 
-plus one task publishing every band's status each ``status_interval_s``.
-Malformed notifications are counted per error kind and logged once per kind; a
-sink error is logged once per kind too, and neither stops the band.
+plus one task publishing every band's status each ``status_interval_s``.  The
+codec is :mod:`sensor_gateway.protocol`; malformed notifications are counted per
+error kind and logged once per kind; a sink error is logged once per kind too,
+and neither stops the band.
 
-Shutdown (``stop`` set, ``--duration`` over, SIGINT/SIGTERM): links disconnect, the
-queues are drained, each :class:`BandStream` finishes (detector ``finish``, EDF+
-closed) and the sinks are flushed and closed.
+Shutdown (``stop`` set, ``--duration`` over, SIGINT/SIGTERM): links disconnect, an
+end marker queued behind each link's last item lets the processing task drain
+its queue and return, each :class:`BandStream` finishes (detector ``finish``,
+EDF+ closed) and the sinks are flushed and closed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import importlib
 import logging
-import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sensor_gateway.band_stream import BandOutput, BandStream, PacketLike, RecorderLike
+from sensor_gateway.band_stream import BandOutput, BandStream, RecorderFactory, RecorderLike
 from sensor_gateway.ble import (
     DATA,
     LINK_LOST,
     LINK_UP,
     STATUS,
     BandLink,
-    BandProtocol,
     LinkSettings,
     Notification,
     discover_bands,
 )
+from sensor_gateway.clock import scaled_clock
 from sensor_gateway.config import load_section
-from sensor_gateway.errors import CrampwatchError, LinkError
+from sensor_gateway.errors import CrampwatchError, LinkError, ProtocolError
+from sensor_gateway.protocol import decode_data_packet, decode_status
+from sensor_gateway.recordings import RecordingWriter
 from sensor_gateway.sinks import EventSink
 
-__all__ = ["BandCodec", "BandRuntime", "Gateway", "GatewayConfig", "load_band_protocol"]
+__all__ = ["BandRuntime", "Gateway", "GatewayConfig", "default_recorder"]
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,10 @@ class GatewayConfig:
         Packets per detector/recorder call (latency x 50 ms).
     status_interval_s
         Period of status records.
+    speed
+        Band seconds per real second: 1 for real bands, *N* for bands simulated with
+        ``crampwatch band --speed N`` (receive times are then stamped on a clock
+        running *N* x from the gateway's start, see :func:`~sensor_gateway.clock.scaled_clock`).
     """
 
     adapter: str = "hci0"
@@ -96,10 +101,11 @@ class GatewayConfig:
     queue_size: int = 200
     batch_packets: int = 5
     status_interval_s: float = 10.0
+    speed: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("watchdog_s", "backoff_initial_s", "backoff_max_s", "connect_timeout_s",
-                     "scan_timeout_s", "status_interval_s"):  # fmt: skip
+                     "scan_timeout_s", "status_interval_s", "speed"):  # fmt: skip
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0")
         if self.backoff_factor < 1:
@@ -128,95 +134,13 @@ class GatewayConfig:
         )
 
 
-@dataclass(frozen=True)
-class BandCodec:
-    """Decoders and scales of the band protocol (from ``sensor_gateway.protocol``)."""
-
-    decode_data: Callable[[bytes], PacketLike]
-    decode_status: Callable[[bytes], Any] | None
-    error_types: tuple[type[BaseException], ...]
-    tick_hz: float = 32768.0
-    emg_uv_per_lsb: float = 0.5
-    acc_g_per_lsb: float = 0.001
-
-
-def _first_attr(module: Any, *names: str) -> Any:
-    for name in names:
-        if hasattr(module, name):
-            return getattr(module, name)
-    return None
-
-
-def load_band_protocol() -> tuple[BandProtocol, BandCodec]:
-    """Bind the gateway to :mod:`sensor_gateway.protocol` (UUIDs, decoders, time sync).
-
-    Raises
-    ------
-    LinkError
-        If the protocol module is missing or lacks the data UUID / decoder.
-    """
-    try:
-        proto = importlib.import_module("sensor_gateway.protocol")
-    except ImportError as exc:
-        raise LinkError(f"band protocol module unavailable: {exc}") from exc
-    service = _first_attr(proto, "SERVICE_UUID", "BAND_SERVICE_UUID", "CRAMPWATCH_SERVICE_UUID")
-    data = _first_attr(proto, "DATA_CHAR_UUID", "DATA_UUID", "EMG_DATA_UUID")
-    decode = _first_attr(proto, "decode_data_packet")
-    if service is None or data is None or decode is None:
-        raise LinkError("sensor_gateway.protocol lacks SERVICE_UUID / DATA_CHAR_UUID / decoder")
-    time_sync = None
-    encode = _first_attr(proto, "encode_control")
-    command = _first_attr(proto, "ControlCommand")
-    if encode is not None and command is not None:
-        member = _first_attr(command, "TIME_SYNC", "SYNC_TIME", "SET_TIME")
-        if member is not None:
-
-            def time_sync(host_time: float) -> bytes:
-                # the protocol's own contract decides the argument form
-                try:
-                    return bytes(encode(member, unix_ms=round(host_time * 1000)))
-                except TypeError:
-                    return bytes(encode(member))
-
-    band_proto = BandProtocol(
-        service_uuid=str(service),
-        data_uuid=str(data),
-        status_uuid=_first_attr(proto, "STATUS_CHAR_UUID", "STATUS_UUID"),
-        control_uuid=_first_attr(proto, "CONTROL_CHAR_UUID", "CONTROL_UUID"),
-        time_sync=time_sync,
-    )
-    errors = _first_attr(proto, "ProtocolError")
-    from sensor_gateway.errors import ProtocolError  # noqa: PLC0415
-
-    codec = BandCodec(
-        decode_data=decode,
-        decode_status=_first_attr(proto, "decode_status"),
-        error_types=(ProtocolError,) if errors is None else (ProtocolError, errors),
-        tick_hz=float(_first_attr(proto, "TICK_HZ") or 32768.0),
-        emg_uv_per_lsb=float(_first_attr(proto, "EMG_UV_PER_LSB") or 0.5),
-        acc_g_per_lsb=float(_first_attr(proto, "ACC_G_PER_LSB") or 0.001),
-    )
-    return band_proto, codec
-
-
 def default_recorder(
     path: Path, start: datetime, emg_fs: float, acc_fs: float | None
 ) -> RecorderLike:
-    """Open a ``RecordingWriter`` (EDF+) for one band-night."""
-    recordings = importlib.import_module("sensor_gateway.recordings")
-    writer: RecorderLike = recordings.RecordingWriter(
+    """Open a :class:`~sensor_gateway.recordings.RecordingWriter` (EDF+) for one band-night."""
+    return RecordingWriter(
         path, emg_fs=emg_fs, acc_fs=acc_fs, start=start, emg_label="EMG Calf", file_format="EDF+"
     )
-    return writer
-
-
-def status_to_dict(status: Any) -> dict[str, object]:
-    """A decoded status record as a plain dict (dataclass, mapping or object)."""
-    if dataclasses.is_dataclass(status) and not isinstance(status, type):
-        return {k: v for k, v in dataclasses.asdict(status).items()}
-    if isinstance(status, Mapping):
-        return dict(status)
-    return {k: v for k, v in vars(status).items() if not k.startswith("_")}
 
 
 @dataclass
@@ -228,7 +152,12 @@ class BandRuntime:
     link: BandLink | None
     queue: asyncio.Queue[Notification]
     malformed: Counter[str] = field(default_factory=Counter)
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    link_task: asyncio.Task[None] | None = None
+    process_task: asyncio.Task[None] | None = None
+
+
+#: Queue item that ends a band's processing task (put by :meth:`Gateway.shutdown`).
+_END = Notification("end", 0.0)
 
 
 class Gateway:
@@ -240,11 +169,9 @@ class Gateway:
         Gateway settings.
     sinks
         Event sinks (JSON Lines, MQTT, ...).
-    protocol, codec
-        Band protocol binding; default :func:`load_band_protocol`.
     recorder_factory
-        Recording writer factory; default EDF+ via ``RecordingWriter`` when
-        ``config.record``.
+        Recording writer factory; default EDF+ (:func:`default_recorder`) when
+        ``config.record``, none otherwise.
     """
 
     def __init__(
@@ -252,20 +179,15 @@ class Gateway:
         config: GatewayConfig,
         sinks: Sequence[EventSink],
         *,
-        protocol: BandProtocol | None = None,
-        codec: BandCodec | None = None,
-        recorder_factory: Callable[[Path, datetime, float, float | None], RecorderLike]
-        | None = None,
+        recorder_factory: RecorderFactory | None = None,
     ) -> None:
         self.config = config
         self.sinks = list(sinks)
-        if protocol is None or codec is None:
-            protocol, codec = load_band_protocol()
-        self.protocol = protocol
-        self.codec = codec
         if recorder_factory is None and config.record:
             recorder_factory = default_recorder
         self._recorder_factory = recorder_factory
+        #: Host time of receive stamps and records (runs ``config.speed`` x).
+        self.clock = scaled_clock(config.speed)
         self.bands: dict[str, BandRuntime] = {}
         self.stop = asyncio.Event()
         self._sink_errors: Counter[str] = Counter()
@@ -275,12 +197,8 @@ class Gateway:
 
     def add_band(self, band_id: str, target: Any | None) -> BandRuntime:
         """Register a band; ``target`` is a BLEDevice/address, or ``None`` for no BLE link."""
-        c = self.codec
         stream = BandStream(
             band_id,
-            tick_hz=c.tick_hz,
-            emg_uv_per_lsb=c.emg_uv_per_lsb,
-            acc_g_per_lsb=c.acc_g_per_lsb,
             batch_packets=self.config.batch_packets,
             recorder_factory=self._recorder_factory,
             data_dir=self.config.data_dir,
@@ -288,7 +206,7 @@ class Gateway:
         queue: asyncio.Queue[Notification] = asyncio.Queue(maxsize=self.config.queue_size)
         link = None
         if target is not None:
-            link = BandLink(band_id, target, self.protocol, self.config.link_settings(), queue)
+            link = BandLink(band_id, target, self.config.link_settings(), queue, self.clock)
         rt = BandRuntime(band_id, stream, link, queue)
         self.bands[band_id] = rt
         return rt
@@ -297,7 +215,6 @@ class Gateway:
         """Scan (or resolve pinned bands) and register what was found."""
         cfg = self.config
         found = await discover_bands(
-            self.protocol,
             adapter=cfg.adapter,
             pinned=cfg.bands,
             max_bands=cfg.max_bands,
@@ -317,11 +234,14 @@ class Gateway:
     # ------------------------------------------------------------------ run
 
     async def run(self, duration_s: float | None = None, *, discover: bool = True) -> None:
-        """Discover (optional), stream until :attr:`stop` or ``duration_s``, then shut down."""
-        if discover:
-            await self.discover()
-        self.start()
+        """Discover (optional), stream until :attr:`stop` or ``duration_s``, then shut down.
+
+        The sinks are closed on the way out even when discovery fails.
+        """
         try:
+            if discover:
+                await self.discover()
+            self.start()
             if duration_s is None:
                 await self.stop.wait()
             else:
@@ -333,23 +253,25 @@ class Gateway:
     def start(self) -> None:
         """Start the link and processing tasks of every registered band."""
         for rt in self.bands.values():
-            if rt.tasks:
+            if rt.process_task is not None:
                 continue
             if rt.link is not None:
-                rt.tasks.append(
-                    asyncio.create_task(rt.link.run(self.stop), name=f"link-{rt.band_id}")
-                )
-            rt.tasks.append(asyncio.create_task(self._process(rt), name=f"proc-{rt.band_id}"))
+                link = rt.link.run(self.stop)
+                rt.link_task = asyncio.create_task(link, name=f"link-{rt.band_id}")
+            rt.process_task = asyncio.create_task(self._process(rt), name=f"proc-{rt.band_id}")
         if self._status_task is None:
             self._status_task = asyncio.create_task(self._status_loop(), name="status")
 
     async def shutdown(self) -> None:
         """Stop links, drain queues, finish streams (EDF+ closed), flush and close sinks."""
         self.stop.set()
+        links = [rt.link_task for rt in self.bands.values() if rt.link_task is not None]
+        await asyncio.gather(*links, return_exceptions=True)
         for rt in self.bands.values():
-            if rt.tasks:
-                await asyncio.gather(*rt.tasks, return_exceptions=True)
-                rt.tasks.clear()
+            if rt.process_task is not None:
+                await rt.queue.put(_END)  # after everything the link queued
+                await asyncio.gather(rt.process_task, return_exceptions=True)
+            rt.link_task = rt.process_task = None
         if self._status_task is not None:
             self._status_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -368,42 +290,32 @@ class Gateway:
     # ------------------------------------------------------------------ processing
 
     async def _process(self, rt: BandRuntime) -> None:
-        q = rt.queue
-        while True:
-            link_done = rt.link is None or rt.tasks[0].done()
-            if self.stop.is_set() and q.empty() and link_done:
-                return
-            try:
-                item = await asyncio.wait_for(q.get(), timeout=0.2)
-            except TimeoutError:
-                continue
+        while (item := await rt.queue.get()) is not _END:
             await self.handle(rt, item)
+
+    def _malformed(self, rt: BandRuntime, what: str, exc: ProtocolError) -> None:
+        kind = f"{what}{type(exc).__name__}"
+        rt.malformed[kind] += 1
+        if rt.malformed[kind] == 1:
+            log.warning("%s: malformed %s (%s; further ones counted): %s", rt.band_id,
+                        what.rstrip(":") or "data packet", kind, exc)  # fmt: skip
 
     async def handle(self, rt: BandRuntime, item: Notification) -> None:
         """Process one queue item (public for tests and the benchmark)."""
         if item.kind == DATA:
             try:
-                packet = self.codec.decode_data(item.payload)
-            except self.codec.error_types as exc:
-                kind = type(exc).__name__
-                rt.malformed[kind] += 1
-                if rt.malformed[kind] == 1:
-                    log.warning("%s: malformed notification (%s): %s", rt.band_id, kind, exc)
+                packet = decode_data_packet(item.payload)
+            except ProtocolError as exc:
+                self._malformed(rt, "", exc)
                 return
-            out = rt.stream.on_packet(packet, item.host_time)
-            await self._publish(rt, out)
+            await self._publish(rt, rt.stream.on_packet(packet, item.host_time))
         elif item.kind == STATUS:
-            if self.codec.decode_status is None:
-                return
             try:
-                status = status_to_dict(self.codec.decode_status(item.payload))
-            except self.codec.error_types as exc:
-                kind = "status:" + type(exc).__name__
-                rt.malformed[kind] += 1
-                if rt.malformed[kind] == 1:
-                    log.warning("%s: malformed status (%s): %s", rt.band_id, kind, exc)
+                status = decode_status(item.payload)
+            except ProtocolError as exc:
+                self._malformed(rt, "status:", exc)
                 return
-            rt.stream.on_status(status)
+            rt.stream.on_status(status, item.host_time)
         elif item.kind == LINK_LOST:
             await self._publish(rt, rt.stream.on_link_lost())
             await self._publish_status(rt)
@@ -421,10 +333,11 @@ class Gateway:
                 connects=s.connects,
                 stalls=s.stalls,
                 queue_drops=s.queue_drops,
+                time_syncs=s.time_syncs,
                 reconnect_s=round(s.reconnect_times_s[-1], 3) if s.reconnect_times_s else None,
             )
         doc["malformed"] = sum(rt.malformed.values())
-        doc["time"] = time.time()
+        doc["time"] = self.clock()
         return doc
 
     async def _status_loop(self) -> None:

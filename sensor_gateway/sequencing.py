@@ -13,7 +13,9 @@ packets *as received* into an ordered stream of items:
 The packet count of a gap is read from the **tick** step (``round(dtick /
 ticks_per_packet)``) and cross-checked against the seq step modulo 65536, so a
 link outage longer than one seq wrap (54.6 min at 20 packets/s) is still counted
-exactly.  A seq/tick pair that contradicts itself is a reset.
+exactly.  A seq/tick pair that contradicts itself is a reset, and so is an old
+packet further behind than any late delivery can be (a band that rebooted into
+seq 0 and tick 0).
 
 Out-of-order packets are held in a small, bounded reorder buffer
 (``reorder_window`` packets); a packet further ahead than that releases the
@@ -139,6 +141,11 @@ class SequenceTracker(Generic[P]):
     tick_tolerance
         Largest disagreement, in packets (fraction), between the tick step and a whole
         number of packets before the pair is considered inconsistent.
+    max_late
+        An old packet (seq and tick agree) further behind than this many packets is
+        not a late delivery (the link layer delivers in order and the band keeps at
+        most 2 s = 40 packets) but a restart: a band that rebooted into seq 0 and tick 0
+        looks exactly like the start of its previous stream.
     """
 
     def __init__(
@@ -148,12 +155,14 @@ class SequenceTracker(Generic[P]):
         reorder_window: int = 4,
         history: int = 256,
         tick_tolerance: float = 0.25,
+        max_late: int = 100,
     ) -> None:
         if ticks_per_emg_sample <= 0:
             raise ValueError("ticks_per_emg_sample must be positive")
         self.ticks_per_emg_sample = float(ticks_per_emg_sample)
         self.reorder_window = max(0, int(reorder_window))
         self.tick_tolerance = float(tick_tolerance)
+        self.max_late = int(max_late)
         self._recent: deque[int] = deque(maxlen=max(8, history))
         self._recent_set: dict[int, int] = {}
         self._pending: dict[int, _Pending[P]] = {}
@@ -200,7 +209,7 @@ class SequenceTracker(Generic[P]):
             self._reset(p, out, "tick step is not a whole number of packets")
             return out
         if k < 0:
-            if (k - d_seq) % SEQ_MOD == 0:  # an old packet: seq and tick agree
+            if (k - d_seq) % SEQ_MOD == 0 and -k <= self.max_late:  # old: seq and tick agree
                 if seq in self._recent_set:
                     self._c["duplicates"] += 1
                 else:
@@ -229,16 +238,6 @@ class SequenceTracker(Generic[P]):
         """Release everything held for reordering (link lost, shutdown), gaps included."""
         out: list[StreamItem[P]] = []
         self._flush(out)
-        return out
-
-    def restart(self) -> list[StreamItem[P]]:
-        """Flush, then forget the expected seq/tick: the next packet starts fresh without a gap.
-
-        Returns the flushed items.  Use when the caller knows the stream restarts (it then
-        sizes the gap itself, e.g. from the wall clock).
-        """
-        out = self.flush()
-        self._next_seq = None
         return out
 
     # ------------------------------------------------------------------ internals

@@ -3,7 +3,8 @@
 The band advertises ``CalfBand-<band id>`` with the band service on ``--adapter``
 and streams, in real time × ``--speed``, either a synthetic night
 (``--simulate --seed N [--profile P] [--hours H]``, :mod:`firmware_sim.night`) or a
-replayed recording (``--replay FILE``).  Faults (``--drop-rate``,
+replayed recording (``--replay FILE``); with ``--wait-start`` it boots idle and
+starts with the first sample at the gateway's ``START_STREAM``.  Faults (``--drop-rate``,
 ``--disconnect-every``, ``--stall-every``/``--stall-for``, ``--reboot-at``) are in
 band seconds.  Without radio, start the BlueZ test bed first (docs/ble-testbed.md)
 and point ``$DBUS_SYSTEM_BUS_ADDRESS`` at it.  SIGINT/SIGTERM unregister the band
@@ -13,7 +14,6 @@ cleanly and print its counters.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import math
 import sys
@@ -67,6 +67,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="band seconds per wall second (default: 1; 20 → 400 notifications/s)",
     )
     parser.add_argument("--loop", action="store_true", help="start over when the source ends")
+    parser.add_argument(
+        "--wait-start",
+        action="store_true",
+        help="boot without streaming; start at the gateway's START_STREAM (a replay then "
+        "begins with the file's first sample)",
+    )
     parser.add_argument("--drift-ppm", type=float, default=0.0, help="crystal error (ppm)")
     parser.add_argument(
         "--tick-offset", type=_number(int, 0, False), default=0, help="tick at boot (u32)"
@@ -108,27 +114,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _simulated(args: argparse.Namespace) -> tuple[int, Iterator[ChunkLike]]:
-    from sensor_gateway.errors import SimulationError  # noqa: PLC0415
+    from firmware_sim.night import NightConfig, SyntheticNight  # noqa: PLC0415
 
-    try:
-        night_mod: Any = importlib.import_module("firmware_sim.night")
-    except ImportError as exc:
-        raise SimulationError(f"the night simulator is not available: {exc}") from None
     emg_fs = 2000
+    config = NightConfig(
+        hours=args.hours, seed=args.seed, emg_fs=emg_fs, acc_fs=100, mains_hz=50,
+        profile=args.profile,
+    )  # fmt: skip
 
     def chunks() -> Iterator[ChunkLike]:
         while True:
-            night = night_mod.SyntheticNight(
-                night_mod.NightConfig(
-                    hours=args.hours,
-                    seed=args.seed,
-                    emg_fs=emg_fs,
-                    acc_fs=100,
-                    mains_hz=50,
-                    profile=args.profile,
-                )
-            )
-            yield from night.chunks(CHUNK_S)
+            yield from SyntheticNight(config).chunks(CHUNK_S)
             if not args.loop:
                 return
 
@@ -136,30 +132,24 @@ def _simulated(args: argparse.Namespace) -> tuple[int, Iterator[ChunkLike]]:
 
 
 def _replayed(args: argparse.Namespace) -> tuple[int, Iterator[ChunkLike]]:
-    from sensor_gateway import recordings  # noqa: PLC0415
     from sensor_gateway.errors import RecordingError  # noqa: PLC0415
+    from sensor_gateway.recordings import open_recording  # noqa: PLC0415
 
-    opener = getattr(recordings, "open_recording", None)
-    if opener is None:
-        raise RecordingError("this build cannot read recordings yet (no open_recording)")
     path: Path = args.replay
-    first = opener(path)
+    first = open_recording(path)
     fs = float(first.info.emg.fs_hz)
     if fs not in (1000.0, 2000.0):
+        first.close()
         raise RecordingError(f"{path}: EMG at {fs:g} Hz; the band streams 1000 or 2000 Hz")
 
     def chunks() -> Iterator[ChunkLike]:
         rec = first
         while True:
-            try:
+            with rec:
                 yield from rec.chunks(CHUNK_S)
-            finally:
-                close = getattr(rec, "close", None)
-                if close is not None:
-                    close()
             if not args.loop:
                 return
-            rec = opener(path)
+            rec = open_recording(path)
 
     return int(fs), chunks()
 
@@ -192,6 +182,7 @@ def run(args: argparse.Namespace) -> int:
         drift_ppm=args.drift_ppm,
         tick_offset=args.tick_offset,
         battery_drain_pct_per_h=args.battery_drain,
+        autostart=not args.wait_start,
         faults=faults,
     )
     firmware = BandFirmware(config, source)

@@ -60,12 +60,26 @@ def test_packets_carry_the_signal_with_consecutive_seq_and_ticks() -> None:
 def test_drift_and_tick_offset_wrap() -> None:
     start = 2**32 - 1000
     fw = BandFirmware(BandConfig(drift_ppm=100.0, tick_offset=start), noise(60.0))
-    pkts = [decode_data_packet(d) for d in run(fw, 1200)]  # 60 s
+    pkts = [decode_data_packet(d) for d in run(fw, 1200)]  # 60 band seconds
     assert pkts[0].tick == start
     assert pkts[1].tick < start  # wrapped through 2**32
-    span = tick_delta(pkts[-1].tick, pkts[0].tick) + 1638.4 * 1.0001
-    # 60 s at 32768 × (1 + 100 ppm) ticks/s
-    assert span == pytest.approx(60 * 32768 * 1.0001, abs=2)
+    # protocol §2: samples sit on the tick grid, so 60 band seconds are 60 x 32768 ticks;
+    # the fast crystal shows only in true time: a packet period lasts 50 ms / 1.0001
+    assert tick_delta(pkts[-1].tick, pkts[0].tick) == (1199 * 100 * 32768) // FS
+    assert fw.period_s == pytest.approx(0.05 / 1.0001, rel=1e-12)
+    assert BandFirmware(BandConfig(), noise(1.0)).period_s == 0.05
+
+
+def test_band_without_autostart_waits_for_start_and_does_not_read_the_source() -> None:
+    src = list(noise(2.0))
+    fw = BandFirmware(BandConfig(autostart=False), iter(src))
+    assert not fw.status().streaming
+    assert all(fw.step() is None for _ in range(10))  # 0.5 band seconds pass, idle
+    assert fw.uptime_s == pytest.approx(0.5) and fw.tick == (10 * 100 * 32768) // FS
+    fw.start_stream()
+    p = decode_data_packet(run(fw, 1)[0])
+    assert p.seq == 0 and p.tick == (10 * 100 * 32768) // FS
+    np.testing.assert_allclose(emg_counts_to_uv(p.emg), src[0].emg_uv[:100], atol=0.25)
 
 
 def test_sequence_wraps_at_65536() -> None:

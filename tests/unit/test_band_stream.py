@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,21 +13,14 @@ from numpy.typing import NDArray
 from cramp_signal.detector import CrampDetector
 from cramp_signal.events import DetectorEvent
 from sensor_gateway.band_stream import BandStream, night_file, utc_iso
+from sensor_gateway.protocol import BandPacket, BandStatus, PacketFlags
 from sensor_gateway.recordings import SignalChunk
 
 TICK_HZ = 32768.0
 FS = 2000.0
 N_EMG, N_ACC = 100, 5
 T0 = 1_714_600_000.0
-
-
-@dataclass(frozen=True)
-class Pkt:
-    seq: int
-    tick: int
-    emg_fs: float
-    emg: NDArray[np.int16]
-    acc: NDArray[np.int16]
+NO_FLAGS = PacketFlags(0)
 
 
 class MemoryRecorder:
@@ -56,15 +49,18 @@ class Source:
         self.acc = rng.integers(-1100, 1100, (n_packets * N_ACC, 3)).astype(np.int16)
         self.n = n_packets
 
-    def packet(self, i: int, *, seq0: int = 0, tick0: int = 5000, index0: int = 0) -> Pkt:
+    def packet(
+        self, i: int, *, seq0: int = 0, tick0: int = 5000, index0: int = 0,
+        flags: PacketFlags = NO_FLAGS,
+    ) -> BandPacket:  # fmt: skip
         j = i - index0
-        tick = (tick0 + int(np.floor(j * N_EMG * TICK_HZ / FS))) % (1 << 32)
-        return Pkt(
-            (seq0 + j) % 65536,
+        tick = tick0 + (j * N_EMG * int(TICK_HZ)) // int(FS)
+        return BandPacket.create(
+            seq0 + j,
             tick,
-            FS,
             self.emg[i * N_EMG : (i + 1) * N_EMG],
             self.acc[i * N_ACC : (i + 1) * N_ACC],
+            flags=flags,
         )
 
     @staticmethod
@@ -221,12 +217,106 @@ def test_real_detector_runs_and_emits_summaries(tmp_path: Path) -> None:
 
 def test_status_reports_battery_lead_off_and_drift(tmp_path: Path) -> None:
     bs, _ = _stream(tmp_path)
-    bs.on_status({"battery_pct": 81, "lead_off": True})
+    bs.on_status(
+        BandStatus(battery_pct=81, lead_off=True, firmware=(1, 4, 2), uptime_s=3725,
+                   dropped_packets=3, charging=True),
+        T0,
+    )  # fmt: skip
     st = bs.status()
-    assert st["battery_pct"] == 81.0
-    assert st["lead_off"] is True
+    assert (st["battery_pct"], st["lead_off"], st["charging"]) == (81, True, True)
+    assert (st["firmware"], st["uptime_s"], st["band_dropped_packets"]) == ("1.4.2", 3725, 3)
     assert st["drift_ppm"] is None
+    assert st["sync_rtt_ms"] is None
     assert st["connected"] is False
+
+
+def test_packet_flags_reach_the_status_and_the_samples_stay(tmp_path: Path) -> None:
+    src = Source(100)
+    bs, made = _stream(tmp_path)
+    for i in range(src.n):
+        flags = PacketFlags(0)
+        if 20 <= i < 30:
+            flags |= PacketFlags.LEAD_OFF
+        if i in (40, 41):
+            flags |= PacketFlags.EMG_SATURATED
+        if i == 99:
+            flags |= PacketFlags.BATTERY_LOW
+        bs.on_packet(src.packet(i, flags=flags), src.host_time(i))
+        if i == 25:
+            assert bs.status()["lead_off"] is True
+    bs.finish()
+    st = bs.status()
+    assert (st["lead_off_packets"], st["saturated_packets"]) == (10, 2)
+    assert st["lead_off"] is False and st["battery_low"] is True
+    emg, _ = _recorded(made[0])
+    np.testing.assert_array_equal(emg, src.emg * 0.5)  # flagged samples are kept as sent
+
+
+def test_reboot_gap_is_placed_by_the_time_sync_anchor(tmp_path: Path) -> None:
+    """After a reboot the first packets are a 2-s backlog arriving in a burst; the
+    session's time-sync reply (tick latched at the write, echo of the request time)
+    places the new segment instead of their late receive times."""
+    src = Source(400)
+    bs, made = _stream(tmp_path)
+    for i in range(100):
+        bs.on_packet(src.packet(i), src.host_time(i))
+    bs.on_link_lost()
+    # band reboots at packet 100; it is dead for 2 s (packets 100..139), boots at tick 0
+    # with packet 140, and the gateway reconnects 3 s later: time sync written at the
+    # start of packet 201, latched by the band 20 ms later, answer received after 40 ms
+    boot = 140
+
+    def band_tick(i: int) -> int:
+        return ((i - boot) * N_EMG * int(TICK_HZ)) // int(FS)
+
+    t1 = src.host_time(200, delay=0.0)  # = T0 + 201 x 50 ms
+    latched = band_tick(201) + round(0.020 * TICK_HZ)
+    reply = BandStatus(battery_pct=90, tick=latched, sync_host_ms=round(t1 * 1e3))
+    bs.on_status(reply, t1 + 0.040)
+    # the band's 2-s ring (packets 160..199) arrives in a burst, then live packets
+    for k, i in enumerate(range(160, 300)):
+        host = max(src.host_time(i), t1 + 0.045 + 0.002 * k)
+        bs.on_packet(src.packet(i, seq0=20, tick0=0, index0=boot), host)
+    bs.finish()
+    st = bs.status()
+    assert (st["reboots"], st["resets"], st["sync_rtt_ms"]) == (1, 1, 40.0)
+    # true gap: packets 100..159 = 6000 samples; the anchor is good to ± RTT/2 = 20 ms
+    gap = int(st["reset_gap_samples"])  # type: ignore[call-overload]
+    assert abs(gap - 6000) <= 40, gap
+    emg, _ = _recorded(made[0])
+    assert emg.size == 240 * N_EMG + gap
+
+
+def test_40_ppm_drift_over_an_hour_is_mapped_within_a_millisecond(tmp_path: Path) -> None:
+    """Protocol §2 clock model: samples sit on the tick grid, the crystal is 40 ppm fast,
+    so a 50-ms packet period lasts 50 ms / (1 + 40e-6) of true time.  Receive times
+    are late by exponential BLE delays (mean 8 ms, clipped at 30 ms) plus 1 % of
+    0.1-0.4 s retransmission bursts.  Timestamps of the stream's samples are compared
+    with their true times over the last 55 minutes."""
+    d = 40e-6
+    n = 72_000  # one hour
+    rng = np.random.default_rng(4)
+    delay = np.minimum(rng.exponential(0.008, n), 0.03)
+    delay[rng.random(n) < 0.01] += rng.uniform(0.1, 0.4)
+    period = 0.05 / (1 + d)
+    emg = np.zeros(N_EMG, dtype=np.int16)
+    acc = np.zeros((N_ACC, 3), dtype=np.int16)
+    bs = BandStream("drift", batch_packets=40)  # fewer detector calls: a cheaper hour
+    started = time.process_time()
+    for j in range(n):
+        tick = 7_000_000 + (j * N_EMG * int(TICK_HZ)) // int(FS)
+        bs.on_packet(BandPacket.create(j, tick, emg, acc), T0 + (j + 1) * period + delay[j])
+    bs.finish()
+    cpu = time.process_time() - started
+    t_s = np.arange(300.0, 3600.0, 7.3)  # stream seconds (nominal sample index / fs)
+    got = np.array([bs.wall_time(t) for t in t_s])
+    true = T0 + t_s / (1 + d)
+    err_ms = np.abs(got - true) * 1e3
+    drift = float(bs.status()["drift_ppm"])  # type: ignore[arg-type]
+    print(f"40 ppm over 1 h: max timestamp error {err_ms.max():.3f} ms, estimated drift "
+          f"{drift:+.2f} ppm (positive = band slow), {cpu:.1f} s CPU")  # fmt: skip
+    assert err_ms.max() <= 1.0
+    assert drift == pytest.approx(-40.0, abs=2.0)  # the band runs fast: negative
 
 
 def test_night_file_names_the_evening_and_never_overwrites(tmp_path: Path) -> None:

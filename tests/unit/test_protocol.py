@@ -503,22 +503,3 @@ def test_control_encoder_rejects_misplaced_parameters() -> None:
         pr.encode_control(ControlCommand.TIME_SYNC, emg_fs=1000)
     with pytest.raises(ValueError, match="not one of"):
         pr.encode_control(ControlCommand.SET_EMG_RATE, emg_fs=1500)
-
-
-# ----------------------------------------------------------------------------- gateway binding
-
-
-def test_gateway_binds_to_this_module() -> None:
-    from sensor_gateway.gateway import load_band_protocol  # noqa: PLC0415
-
-    proto, codec = load_band_protocol()
-    assert proto.service_uuid == pr.SERVICE_UUID
-    assert (proto.data_uuid, proto.status_uuid, proto.control_uuid) == (
-        pr.DATA_CHAR_UUID,
-        pr.STATUS_CHAR_UUID,
-        pr.CONTROL_CHAR_UUID,
-    )
-    assert (codec.tick_hz, codec.emg_uv_per_lsb, codec.acc_g_per_lsb) == (32768.0, 0.5, 0.001)
-    assert proto.time_sync is not None
-    msg = pr.decode_control(proto.time_sync(1717171717.171))
-    assert msg == pr.ControlMessage(ControlCommand.TIME_SYNC, unix_ms=DOC_SYNC_MS)
