@@ -334,5 +334,6 @@ class Outbox:
             self._watermark = max(self._watermark, self._pending[0].seq)
         else:
             self._watermark = next_seq
+        self._next_seq = next_seq  # _compact() reads it
         self._compact()
         return next_seq
