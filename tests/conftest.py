@@ -1,3 +1,3 @@
 """Shared pytest configuration: fixtures for real servers live in :mod:`tests.fixtures`."""
 
-pytest_plugins = ["tests.fixtures.bluez", "tests.fixtures.servers"]
+pytest_plugins = ["tests.fixtures.bluez", "tests.fixtures.servers", "tests.fixtures.nights"]
