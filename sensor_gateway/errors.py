@@ -16,7 +16,10 @@ failure from a bug.  The CLI prints ``crampwatch: <message>`` and exits with
     ├── RecordingError       a recording that cannot be read or written (EDF+/BDF/CSV)
     ├── SimulationError      impossible simulator settings
     ├── LinkError            the BLE link (scan, connect, GATT) failed
-    └── SinkError            MQTT / InfluxDB / disk spool failures
+    ├── SinkError            MQTT / InfluxDB / disk spool failures
+    ├── LocalServerError     a private Mosquitto / influxd (demo, tests) failed to start
+    └── TestbedError         the BlueZ emulation (firmware_sim.testbed) failed
+        └── TestbedUnavailableError   dbus-daemon or bluezoo is not installed
 
 The signal package (``cramp_signal``) stays free of I/O and of this package; its
 own base is :class:`cramp_signal.errors.SignalError`, which the CLI treats the
@@ -68,3 +71,7 @@ class LinkError(CrampwatchError):
 
 class SinkError(CrampwatchError):
     """Publishing or storing data failed (MQTT broker, InfluxDB, disk spool)."""
+
+
+class LocalServerError(CrampwatchError):
+    """A private server the demo starts (Mosquitto, influxd) is missing or failed to start."""
