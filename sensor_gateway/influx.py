@@ -30,8 +30,8 @@ import contextlib
 import functools
 import json
 import logging
-import math
 import time
+import zlib
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -51,8 +51,11 @@ __all__ = [
     "InfluxV2Writer",
     "InfluxWriteError",
     "InfluxWriter",
+    "field_set",
+    "field_value",
     "line",
     "make_writer",
+    "series",
 ]
 
 log = logging.getLogger(__name__)
@@ -73,16 +76,49 @@ def _esc_key(text: str) -> str:
     return text.translate(_KEY_ESC)
 
 
-def _field(value: FieldValue) -> str:
+@functools.lru_cache(maxsize=4096)
+def series(measurement: str, tags: tuple[tuple[str, str], ...]) -> str:
+    """Escaped measurement and sorted tags (empty values left out); cached: series are few."""
+    head = measurement.translate(_MEAS_ESC)
+    return head + "".join(f",{_esc_key(k)}={_esc_key(v)}" for k, v in sorted(tags) if v)
+
+
+def field_value(value: FieldValue) -> str:
+    """One field value in line protocol (``1.5``, ``42i``, ``true``, ``"text"``).
+
+    Raises
+    ------
+    ValueError
+        If a float is not finite.
+    """
+    kind = type(value)  # exact-type fast paths first; subclasses (numpy) below
+    if kind is float:
+        if value - value != 0.0:  # type: ignore[operator]  # NaN or inf
+            raise ValueError("line protocol cannot carry NaN/inf")
+        return repr(value)
+    if kind is str:
+        return '"' + value.translate(_STR_ESC).replace("\n", " ") + '"'  # type: ignore[union-attr]
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
         return f"{value}i"
     if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError("line protocol cannot carry NaN/inf")
-        return repr(value)
-    return '"' + value.translate(_STR_ESC).replace("\n", " ") + '"'
+        return field_value(float(value))
+    return field_value(str(value))
+
+
+def field_set(fields: Mapping[str, FieldValue | None]) -> str:
+    """The escaped ``key=value,...`` part of a point; ``None`` values are left out.
+
+    Raises
+    ------
+    ValueError
+        If no field is left or a float is not finite.
+    """
+    part = ",".join([f"{_esc_key(k)}={field_value(v)}" for k, v in fields.items() if v is not None])
+    if not part:
+        raise ValueError("point without fields")
+    return part
 
 
 def line(
@@ -101,12 +137,11 @@ def line(
     ValueError
         If no field is left or a float is not finite.
     """
-    head = measurement.translate(_MEAS_ESC)
-    tag_part = "".join(f",{_esc_key(k)}={_esc_key(v)}" for k, v in sorted(tags.items()) if v)
-    field_part = ",".join(f"{_esc_key(k)}={_field(v)}" for k, v in fields.items() if v is not None)
-    if not field_part:
-        raise ValueError(f"{measurement}: point without fields")
-    return f"{head}{tag_part} {field_part} {time_ms}"
+    try:
+        fields_part = field_set(fields)
+    except ValueError as exc:
+        raise ValueError(f"{measurement}: {exc}") from None
+    return f"{series(measurement, tuple(tags.items()))} {fields_part} {time_ms}"
 
 
 # ------------------------------------------------------------------ config
@@ -132,6 +167,9 @@ class InfluxConfig:
         A batch is written when it holds ``batch_size`` points or is this old.
     timeout_s
         HTTP timeout per request.
+    gzip
+        Compress write bodies (level 1).  Off by default: on loopback it is slower
+        (``benchmarks/recorder_throughput.py``); worth it over a slow link.
     spool_dir, spool_max_bytes
         Disk spool used while InfluxDB is unreachable (bounded).
     retry_interval_s
@@ -150,6 +188,7 @@ class InfluxConfig:
     batch_size: int = 5000
     flush_interval_s: float = 0.2
     timeout_s: float = 5.0
+    gzip: bool = False
     spool_dir: Path = Path("~/.local/state/crampwatch/influx-spool")
     spool_max_bytes: int = 256 * 1024 * 1024
     retry_interval_s: float = 1.0
@@ -211,16 +250,20 @@ class _Http:
                 await w.wait_closed()
 
     async def request(
-        self, method: str, path: str, params: Mapping[str, str], body: bytes = b""
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, str],
+        body: bytes = b"",
+        headers: Mapping[str, str] | None = None,
     ) -> tuple[int, bytes]:
         """Send one request; return ``(status, body)``.  Raises OSError/TimeoutError."""
         async with self._lock:
             for attempt in (0, 1):
                 fresh = self._conn is None
                 try:
-                    return await asyncio.wait_for(
-                        self._once(method, path, params, body), self.timeout_s
-                    )
+                    async with asyncio.timeout(self.timeout_s):  # no extra task, unlike wait_for
+                        return await self._once(method, path, params, body, headers or {})
                 except (ConnectionError, asyncio.IncompleteReadError, OSError):
                     await self.close()
                     if fresh or attempt:  # a reused idle connection may have been closed
@@ -231,7 +274,12 @@ class _Http:
         raise AssertionError("unreachable")
 
     async def _once(
-        self, method: str, path: str, params: Mapping[str, str], body: bytes
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, str],
+        body: bytes,
+        headers: Mapping[str, str],
     ) -> tuple[int, bytes]:
         if self._conn is None:
             self._conn = await asyncio.open_connection(self.host, self.port)
@@ -239,7 +287,7 @@ class _Http:
         target = f"{self.base}{path}?{urlencode(params, quote_via=quote)}"
         head = [f"{method} {target} HTTP/1.1", f"Host: {self.host}:{self.port}",
                 f"Content-Length: {len(body)}"]  # fmt: skip
-        head += [f"{k}: {v}" for k, v in self.headers.items()]
+        head += [f"{k}: {v}" for k, v in (self.headers | dict(headers)).items()]
         writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
         await writer.drain()
         status_line = await reader.readline()
@@ -307,7 +355,7 @@ class InfluxV1Writer:
 
     Parameters
     ----------
-    url, database, retention_policy, username, password, timeout_s
+    url, database, retention_policy, username, password, timeout_s, gzip
         See :class:`InfluxConfig`.
     """
 
@@ -320,21 +368,28 @@ class InfluxV1Writer:
         username: str = "",
         password: str = "",
         timeout_s: float = 5.0,
+        gzip: bool = False,
     ) -> None:
         self._http = _Http(url, timeout_s, _basic(username, password))
         self._params = {"db": database, "precision": "ms"}
         if retention_policy:
             self._params["rp"] = retention_policy
         self.url = url
+        self.gzip = gzip
 
     async def write(self, lines: Sequence[str]) -> None:
         """Write one batch (one request)."""
         await self.write_body("\n".join(lines).encode("utf-8"))
 
     async def write_body(self, body: bytes) -> None:
-        """Write an already joined line-protocol body."""
+        """Write an already joined line-protocol body (compressed here if ``gzip``)."""
+        headers = None
+        if self.gzip:
+            body = zlib.compress(body, 1, wbits=31)  # gzip container, fastest level
+            headers = {"Content-Encoding": "gzip"}
         try:
-            status, data = await self._http.request("POST", "/write", self._params, body)
+            status, data = await self._http.request("POST", "/write", self._params, body,
+                                                    headers)  # fmt: skip
         except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
             raise InfluxWriteError(f"{self.url}: {type(exc).__name__}: {exc}",
                                    retriable=True) from None  # fmt: skip
@@ -356,14 +411,23 @@ class InfluxV2Writer:
     most ``timeout_s``; batches keep that rare.
     """
 
-    def __init__(self, url: str, org: str, bucket: str, token: str, *, timeout_s: float = 5.0):
+    def __init__(
+        self,
+        url: str,
+        org: str,
+        bucket: str,
+        token: str,
+        *,
+        timeout_s: float = 5.0,
+        gzip: bool = False,
+    ) -> None:
         from influxdb_client.client.influxdb_client import InfluxDBClient  # noqa: PLC0415
         from influxdb_client.client.write_api import SYNCHRONOUS  # noqa: PLC0415
 
         if not token:
             raise ConfigError("InfluxDB 2.x needs a token (CRAMPWATCH_INFLUX_TOKEN_FILE)")
         self.url, self.org, self.bucket = url, org, bucket
-        self._client = InfluxDBClient(url=url, token=token, org=org,
+        self._client = InfluxDBClient(url=url, token=token, org=org, enable_gzip=gzip,
                                       timeout=int(timeout_s * 1000), retries=0)  # fmt: skip
         self._api = self._client.write_api(write_options=SYNCHRONOUS)
 
@@ -393,10 +457,11 @@ class InfluxV2Writer:
 def make_writer(cfg: InfluxConfig) -> InfluxV1Writer | InfluxV2Writer:
     """The writer ``cfg.version`` asks for."""
     if cfg.version == 2:
-        return InfluxV2Writer(cfg.url, cfg.org, cfg.bucket, cfg.token, timeout_s=cfg.timeout_s)
+        return InfluxV2Writer(cfg.url, cfg.org, cfg.bucket, cfg.token, timeout_s=cfg.timeout_s,
+                              gzip=cfg.gzip)  # fmt: skip
     return InfluxV1Writer(cfg.url, cfg.database, retention_policy=cfg.retention_policy,
                           username=cfg.username, password=cfg.password,
-                          timeout_s=cfg.timeout_s)  # fmt: skip
+                          timeout_s=cfg.timeout_s, gzip=cfg.gzip)  # fmt: skip
 
 
 class InfluxQuery:
@@ -491,8 +556,15 @@ class BufferedWriter:
     Every :meth:`add` may carry an ``ack`` callback; it runs once the points are
     durable: written to InfluxDB, spooled to disk, or dropped as rejected by
     InfluxDB (4xx, counted).  The recorder acknowledges MQTT messages there.
-    Ordering is preserved: while the spool holds anything, new batches are
-    appended behind it.
+
+    One batch is written in the background while the next one fills (InfluxDB
+    parses on another core meanwhile); a full batch waits for the previous write,
+    so at most two batches are held in memory.  Ordering is preserved: batches are
+    written one at a time in order, and while the spool holds anything new
+    batches are appended behind it.  When the spool is full *and* InfluxDB is
+    down, the batch is held and retried (loudly); its acks do not run, so the MQTT
+    broker keeps the messages and stops sending more (its in-flight window fills):
+    back-pressure instead of loss.
     """
 
     def __init__(
@@ -511,7 +583,10 @@ class BufferedWriter:
         self.retry_interval_s = retry_interval_s
         self._lines: list[str] = []
         self._acks: list[Ack] = []
-        self._lock = asyncio.Lock()
+        self._lock = asyncio.Lock()  # one InfluxDB write / spool drain at a time
+        self._submit_lock = asyncio.Lock()
+        self._inflight: asyncio.Task[None] | None = None
+        self._closing = False
         self._tasks: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
         self.counts: Counter[str] = Counter()
@@ -534,25 +609,63 @@ class BufferedWriter:
                         len(self.spool))  # fmt: skip
             self._wake.set()
 
+    @property
+    def buffered(self) -> int:
+        """Points added but not yet handed to a write."""
+        return len(self._lines)
+
     async def add(self, lines: Sequence[str], ack: Ack | None = None) -> None:
-        """Queue points; flush when the batch is full."""
+        """Queue points; a full batch starts a write (waiting for the previous one)."""
         self._lines.extend(lines)
         if ack is not None:
             self._acks.append(ack)
         if len(self._lines) >= self.batch_size:
-            await self.flush()
+            await self.submit()
 
-    async def flush(self) -> None:
-        """Write (or spool) what is buffered now, then run its acks."""
-        async with self._lock:
+    async def submit(self) -> None:
+        """Start writing what is buffered now; wait only for the previous write to end."""
+        async with self._submit_lock:
+            if self._inflight is not None:
+                await self._inflight  # never raises: _commit handles its errors
+                self._inflight = None
             if not self._lines and not self._acks:
                 return
             lines, acks = self._lines, self._acks
             self._lines, self._acks = [], []
-            if lines:
-                await self._write_or_spool(lines)
-            for ack in acks:
-                ack()
+            self._inflight = asyncio.create_task(self._commit(lines, acks), name="influx-write")
+        await asyncio.sleep(0)  # the write sends its request now; InfluxDB parses meanwhile
+
+    async def flush(self) -> None:
+        """Write (or spool) everything buffered so far; its acks have run on return."""
+        await self.submit()
+        async with self._submit_lock:
+            if self._inflight is not None:
+                await self._inflight
+                self._inflight = None
+
+    async def _commit(self, lines: list[str], acks: list[Ack]) -> None:
+        failures = 0
+        while True:
+            try:
+                async with self._lock:
+                    if lines:
+                        await self._write_or_spool(lines)
+                break
+            except SinkError as exc:  # spool full (or disk failing) while InfluxDB is down
+                failures += 1
+                self.counts["store_failed"] += 1
+                log.log(logging.ERROR if failures == 1 else logging.DEBUG,
+                        "cannot store a batch of %d points: %s; holding it (retry every %.1f s),"
+                        " its MQTT messages stay unacknowledged", len(lines), exc,
+                        self.retry_interval_s)  # fmt: skip
+                if self._closing:
+                    return  # not acknowledged: the broker redelivers to the next run
+                await asyncio.sleep(self.retry_interval_s)
+                await self.drain_once()
+        if failures:
+            log.warning("held batch of %d points stored after %d attempts", len(lines), failures)
+        for ack in acks:
+            ack()
 
     async def _write_or_spool(self, lines: list[str]) -> None:
         if not len(self.spool):
@@ -569,7 +682,7 @@ class BufferedWriter:
                     return
                 self._once("unreachable", "InfluxDB write failed, spooling to disk: %s", exc)
         body = "\n".join(lines).encode("utf-8")
-        self.spool.append(body)  # raises SinkError when full: no ack, MQTT redelivers later
+        self.spool.append(body)  # raises SinkError when full: see _commit
         self.counts["batches_spooled"] += 1
         self.counts["points_spooled"] += len(lines)
         self._wake.set()
@@ -577,14 +690,13 @@ class BufferedWriter:
     async def _timer(self) -> None:
         while True:
             await asyncio.sleep(self.flush_interval_s)
-            try:
-                await self.flush()
-            except SinkError as exc:
-                self._once("flush_failed", "flush failed: %s", exc)
+            await self.submit()
 
     async def drain_once(self) -> bool:
         """Try to write spooled batches in order; return ``True`` when the spool is empty."""
         async with self._lock:
+            if not len(self.spool):
+                return True
             while (entry := self.spool.peek()) is not None:
                 lines = entry.body.decode("utf-8").split("\n")
                 try:
@@ -611,13 +723,24 @@ class BufferedWriter:
             if time.monotonic() - started > self.retry_interval_s:
                 log.info("InfluxDB reachable again")
 
+    def abort(self) -> None:
+        """Stop at once: nothing more is written, acknowledged or flushed (tests: a kill)."""
+        for task in [*self._tasks, self._inflight]:
+            if task is not None:
+                task.cancel()
+        self.spool.close()
+
     async def close(self) -> None:
-        """Flush, try once more to drain the spool, stop the tasks, close the writer."""
+        """Flush, try once more to drain the spool, stop the tasks, close the writer.
+
+        A batch that can be neither written nor spooled is given up (not acknowledged).
+        """
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        self._closing = True
         try:
             await self.flush()
             if len(self.spool):

@@ -22,11 +22,13 @@ in sane ranges, a band id that matches the topic.  Anything else raises
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import math
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -72,6 +74,7 @@ SUMMARY_STATES: Final = ("idle", "spasm", "cramp")
 QUALITIES: Final = ("gap", "lead_off", "saturated", "artefact", "ok")
 #: Namespace of event ids (fixed forever: changing it changes every id).
 EVENT_NAMESPACE: Final = uuid.UUID("6f1c9e0a-2b1d-5c7e-9a43-3d2f0c8b7e15")
+_NAMESPACE_BYTES: Final = EVENT_NAMESPACE.bytes
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 _KEY_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
@@ -129,6 +132,10 @@ class Topics:
         """``<prefix>/band/<band>/status``: band status, QoS 1, retained."""
         return f"{self.prefix}/band/{band_id}/status"
 
+    def last_cramp(self, band_id: str) -> str:
+        """``<prefix>/band/<band>/last_cramp``: the latest ``cramp_end`` event, QoS 1, retained."""
+        return f"{self.prefix}/band/{band_id}/last_cramp"
+
     def gateway_status(self, gateway_id: str) -> str:
         """``<prefix>/gateway/<gw>/status``: online/offline, QoS 1, retained, Last Will."""
         return f"{self.prefix}/gateway/{gateway_id}/status"
@@ -150,20 +157,29 @@ class Topics:
         MessageError
             If the topic is not one of ours (kind ``topic``).
         """
-        parts = topic.split("/")
-        head = self.prefix.split("/")
-        if (
-            len(parts) != len(head) + 3
-            or parts[: len(head)] != head
-            or parts[len(head)] not in ("band", "gateway")
-        ):
-            raise MessageError("topic", f"unexpected topic {topic!r}")
-        scope, ident, leaf = parts[len(head) :]
-        validate_id(ident, f"{scope} id in topic")
-        allowed = ("event", "summary", "status") if scope == "band" else ("status",)
-        if leaf not in allowed:
-            raise MessageError("topic", f"unexpected topic {topic!r}")
-        return scope, ident, leaf
+        return _split_topic(self.prefix, topic)
+
+
+_DEFAULT_TOPICS: Final = Topics()
+
+
+@functools.lru_cache(maxsize=4096)
+def _split_topic(prefix: str, topic: str) -> tuple[str, str, str]:
+    # cached: a deployment has a few topics per band; invalid ones raise (not cached)
+    parts = topic.split("/")
+    head = prefix.split("/")
+    if (
+        len(parts) != len(head) + 3
+        or parts[: len(head)] != head
+        or parts[len(head)] not in ("band", "gateway")
+    ):
+        raise MessageError("topic", f"unexpected topic {topic!r:.200}")
+    scope, ident, leaf = parts[len(head) :]
+    validate_id(ident, f"{scope} id in topic")
+    allowed = tuple(_LEAF_KIND) if scope == "band" else ("status",)
+    if leaf not in allowed:
+        raise MessageError("topic", f"unexpected topic {topic!r:.200}")
+    return scope, ident, leaf
 
 
 # ---------------------------------------------------------------- time helpers
@@ -182,7 +198,7 @@ def iso_ms(ms: int) -> str:
 
 def _parse_time(value: object, where: str) -> int:
     if not isinstance(value, str) or len(value) > 40 or not value.endswith("Z"):
-        raise MessageError("time", f"{where}: expected a UTC ISO time ending in Z, got {value!r}")
+        raise MessageError("time", f"{where}: expected a UTC ISO time ending in Z: {value!r:.60}")
     try:
         dt = datetime.fromisoformat(value)
     except ValueError:
@@ -194,8 +210,17 @@ def _parse_time(value: object, where: str) -> int:
 
 
 def event_id(band_id: str, episode: int, event_type: str, time_ms: int) -> str:
-    """Deterministic event id: UUIDv5 of ``"<band>/<episode>/<type>/<time_ms>"``."""
-    return str(uuid.uuid5(EVENT_NAMESPACE, f"{band_id}/{episode}/{event_type}/{time_ms}"))
+    """Deterministic event id: UUIDv5 of ``"<band>/<episode>/<type>/<time_ms>"``.
+
+    Same result as ``str(uuid.uuid5(EVENT_NAMESPACE, name))`` (RFC 4122, section 4.3),
+    computed without the ``UUID`` object: the recorder checks every event's id.
+    """
+    name = f"{band_id}/{episode}/{event_type}/{time_ms}".encode()
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name, usedforsecurity=False).digest())
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest[:16].hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 # ---------------------------------------------------------------- parsed messages
@@ -383,68 +408,131 @@ def build_gateway_status(gateway: str, online: bool, wall_time_s: float | None) 
 
 
 # ---------------------------------------------------------------- validation
+# The recorder validates every message it stores, so this is written for speed:
+# json.loads yields exact types (``type(v) is float`` is safe and excludes bool),
+# and the checks that only depend on low-cardinality strings (topics, ids,
+# detail keys) are cached.
+
+_MISSING: Final[Any] = object()
+_QUALITIES: Final = frozenset(QUALITIES)
+_STATES: Final = frozenset(SUMMARY_STATES)
+_EVENT_TYPES: Final = frozenset(EVENT_TYPES)
+_LEAF_KIND: Final = {"event": "event", "summary": "summary", "status": "status",
+                     "last_cramp": "event"}  # fmt: skip
+#: Largest magnitude accepted for a number in ``details``/``status``.
+_MAX_ABS: Final = 1e15
 
 
-def _req(doc: Mapping[str, Any], key: str, types: type | tuple[type, ...]) -> Any:
-    if key not in doc:
+@functools.lru_cache(maxsize=4096)
+def _valid_key(key: str) -> bool:
+    return _KEY_RE.match(key) is not None
+
+
+@functools.lru_cache(maxsize=4096)
+def _valid_id(value: str) -> bool:
+    return _ID_RE.match(value) is not None
+
+
+def _get(doc: dict[str, Any], key: str) -> Any:
+    value = doc.get(key, _MISSING)
+    if value is _MISSING:
         raise MessageError("missing", f"missing key {key!r}")
-    value = doc[key]
-    if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
-        raise MessageError("type", f"{key}: expected {types}, got a boolean")
-    if not isinstance(value, types):
-        raise MessageError("type", f"{key}: expected {types}, got {type(value).__name__}")
     return value
 
 
-def _num(
-    doc: Mapping[str, Any], key: str, lo: float, hi: float, *, optional: bool = False
-) -> float | None:
-    if optional and doc.get(key) is None:
-        if key not in doc:
-            raise MessageError("missing", f"missing key {key!r}")
-        return None
-    value = float(_req(doc, key, (int, float)))
-    if not (math.isfinite(value) and lo <= value <= hi):
-        raise MessageError("range", f"{key}={value!r} outside [{lo}, {hi}]")
-    return value
+def _type_error(key: str, want: str, value: object) -> MessageError:
+    return MessageError("type", f"{key}: expected {want}, got {type(value).__name__}")
 
 
-def _str(doc: Mapping[str, Any], key: str, choices: tuple[str, ...] | None = None) -> str:
-    value = _req(doc, key, str)
+def _number(doc: dict[str, Any], key: str, lo: float, hi: float) -> float:
+    value = doc.get(key, _MISSING)
+    kind = type(value)
+    if kind is float or kind is int:
+        # comparisons are false for NaN; a huge int compares fine (no float overflow)
+        if lo <= value <= hi:
+            return float(value)
+        raise MessageError("range", f"{key}={value!r:.40} outside [{lo}, {hi}]")
+    if value is _MISSING:
+        raise MessageError("missing", f"missing key {key!r}")
+    raise _type_error(key, "a number", value)
+
+
+def _opt_number(doc: dict[str, Any], key: str, lo: float, hi: float) -> float | None:
+    # present but null: unknown yet (e.g. the noise floor while the detector warms up)
+    return None if doc.get(key, _MISSING) is None else _number(doc, key, lo, hi)
+
+
+def _str(doc: dict[str, Any], key: str, choices: frozenset[str] | None = None) -> str:
+    value = doc.get(key, _MISSING)
+    if type(value) is str and len(value) <= MAX_STRING and (choices is None or value in choices):
+        return value
+    _get(doc, key)  # raises "missing"
+    if type(value) is not str:
+        raise _type_error(key, "a string", value)
     if len(value) > MAX_STRING:
         raise MessageError("range", f"{key}: string longer than {MAX_STRING}")
-    if choices is not None and value not in choices:
-        raise MessageError("range", f"{key}={value!r} not one of {', '.join(choices)}")
-    assert isinstance(value, str)
-    return value
+    raise MessageError("range", f"{key}={value!r} not one of {', '.join(sorted(choices or ()))}")
 
 
-def _scalars(obj: object, what: str) -> dict[str, float | int | str | bool | None]:
-    if not isinstance(obj, dict):
+def _id(doc: dict[str, Any], key: str) -> str:
+    value = doc.get(key, _MISSING)
+    if type(value) is str and _valid_id(value):
+        return value
+    _get(doc, key)  # raises "missing"
+    raise MessageError("id", f"invalid {key} {value!r:.80}")
+
+
+def _scalars(
+    obj: object, what: str, *, bounded: bool = False
+) -> dict[str, float | int | str | bool | None]:
+    """Validate a flat object of scalars; ``bounded`` adds the ``*_uv``/``*duration_s`` ranges."""
+    if type(obj) is not dict:
         raise MessageError("type", f"{what}: expected an object")
     if len(obj) > MAX_KEYS:
         raise MessageError("range", f"{what}: more than {MAX_KEYS} keys")
-    out: dict[str, float | int | str | bool | None] = {}
     for key, value in obj.items():
-        if not _KEY_RE.match(key):
-            raise MessageError("key", f"{what}: invalid key {key!r}")
-        if value is None or isinstance(value, bool):
-            out[key] = value
-        elif isinstance(value, int | float):
-            if not (math.isfinite(value) and abs(value) <= 1e15):
+        if not _valid_key(key):
+            raise MessageError("key", f"{what}: invalid key {key!r:.80}")
+        kind = type(value)
+        if kind is float or kind is int:
+            if not -_MAX_ABS <= value <= _MAX_ABS:
+                raise MessageError("range", f"{what}.{key}={value!r:.40} is absurd")
+            if bounded and (
+                (key.endswith("_uv") and not 0 <= value <= _MAX_UV)
+                or (key.endswith("duration_s") and not 0 <= value <= _MAX_STREAM_S)
+            ):
                 raise MessageError("range", f"{what}.{key}={value!r} is absurd")
-            out[key] = value
-        elif isinstance(value, str):
-            if len(value) > MAX_STRING or any(ord(c) < 32 for c in value):
+        elif kind is str:
+            if len(value) > MAX_STRING or (
+                not value.isprintable() and any(ord(c) < 32 for c in value)
+            ):
                 raise MessageError("range", f"{what}.{key}: string too long or with controls")
-            out[key] = value
-        else:
+        elif value is not None and kind is not bool:
             raise MessageError("type", f"{what}.{key}: nested values are not allowed")
-    return out
+    return obj  # checked above: only scalars
 
 
 def _reject_constant(name: str) -> float:
     raise MessageError("not_json", f"non-standard JSON constant {name}")
+
+
+# One decoder for all messages (json.loads with options builds a new one per call);
+# its C scanner is called directly: JSONDecoder.decode adds two regex passes that
+# only skip whitespace, done here by strip().
+_SCAN: Final[Callable[[str, int], tuple[Any, int]]] = json.JSONDecoder(
+    parse_constant=_reject_constant
+).scan_once  # type: ignore[attr-defined]  # set in JSONDecoder.__init__, not in the stubs
+
+
+def _json_object(payload: bytes) -> Any:
+    text = payload.decode("utf-8").strip(" \t\n\r")
+    try:
+        doc, end = _SCAN(text, 0)
+    except StopIteration:  # nothing JSON at the start
+        raise ValueError("not JSON") from None
+    if end != len(text):
+        raise ValueError("extra data after the JSON value")
+    return doc
 
 
 def parse_message(topic: str, payload: bytes, topics: Topics | None = None) -> Message:
@@ -464,57 +552,44 @@ def parse_message(topic: str, payload: bytes, topics: Topics | None = None) -> M
     MessageError
         For anything not following schema version 1 (see module docstring).
     """
-    topics = topics or Topics()
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise MessageError("too_large", f"{len(payload)} bytes > {MAX_PAYLOAD_BYTES}")
-    scope, ident, leaf = topics.parse(topic)
+    scope, ident, leaf = _split_topic((topics or _DEFAULT_TOPICS).prefix, topic)
     try:
-        doc = json.loads(payload.decode("utf-8"), parse_constant=_reject_constant)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        doc = _json_object(payload)
+    except (UnicodeDecodeError, RecursionError, ValueError):  # ValueError: JSON, huge ints
         raise MessageError("not_json", "payload is not UTF-8 JSON") from None
-    if not isinstance(doc, dict):
+    if type(doc) is not dict:
         raise MessageError("not_json", "payload is not a JSON object")
     schema = doc.get("schema")
-    if schema != SCHEMA_VERSION or isinstance(schema, bool):
-        raise MessageError("schema", f"unsupported schema {schema!r}")
+    if schema != SCHEMA_VERSION or type(schema) is not int:
+        raise MessageError("schema", f"unsupported schema {schema!r:.40}")
     kind = _str(doc, "kind")
-    expected = {"event": "event", "summary": "summary", "status": "status"}
-    want = "gateway_status" if scope == "gateway" else expected[leaf]
-    if kind != want:
+    if kind != ("gateway_status" if scope == "gateway" else _LEAF_KIND[leaf]):
         raise MessageError("topic", f"kind {kind!r} on topic {topic!r}")
-    gateway = validate_id(_str(doc, "gateway"), "gateway id")
+    gateway = _id(doc, "gateway")
     if scope == "gateway":
         if gateway != ident:
             raise MessageError("topic", f"gateway {gateway!r} on topic {topic!r}")
-        online = _req(doc, "online", bool)
+        online = _get(doc, "online")
+        if type(online) is not bool:
+            raise _type_error("online", "a boolean", online)
         time_ms = _parse_time(doc["time"], "time") if doc.get("time") is not None else None
         return GatewayStatusMessage(gateway=gateway, online=online, time_ms=time_ms)
-    band_id = validate_id(_str(doc, "band_id"), "band id")
+    band_id = _id(doc, "band_id")
     if band_id != ident:
         raise MessageError("topic", f"band_id {band_id!r} on topic {topic!r}")
     time_ms = _parse_time(doc.get("time"), "time")
     if kind == "event":
-        etype = _str(doc, "type", EVENT_TYPES)
-        episode = _req(doc, "episode", int)
+        etype = _str(doc, "type", _EVENT_TYPES)
+        episode = _get(doc, "episode")
+        if type(episode) is not int:
+            raise _type_error("episode", "an integer", episode)
         if not 0 <= episode <= _MAX_EPISODE:
-            raise MessageError("range", f"episode={episode} out of range")
+            raise MessageError("range", f"episode={episode!r:.40} out of range")
         eid = _str(doc, "event_id")
         if eid != event_id(band_id, episode, etype, time_ms):
             raise MessageError("event_id", f"event_id {eid} does not match band/episode/type/time")
-        details = _scalars(doc.get("details", {}), "details")
-        for key, value in details.items():
-            if (
-                key.endswith("_uv")
-                and isinstance(value, int | float)
-                and not (0 <= value <= _MAX_UV)
-            ):
-                raise MessageError("range", f"details.{key}={value!r} is absurd")
-            if (
-                key.endswith("duration_s")
-                and isinstance(value, int | float)
-                and not (0 <= value <= _MAX_STREAM_S)
-            ):
-                raise MessageError("range", f"details.{key}={value!r} is absurd")
         return EventMessage(
             gateway=gateway,
             band_id=band_id,
@@ -522,24 +597,24 @@ def parse_message(topic: str, payload: bytes, topics: Topics | None = None) -> M
             type=etype,
             episode=episode,
             time_ms=time_ms,
-            t_s=_num(doc, "t_s", 0.0, _MAX_STREAM_S) or 0.0,
-            emitted_at_s=_num(doc, "emitted_at_s", 0.0, _MAX_STREAM_S) or 0.0,
+            t_s=_number(doc, "t_s", 0.0, _MAX_STREAM_S),
+            emitted_at_s=_number(doc, "emitted_at_s", 0.0, _MAX_STREAM_S),
             published_ms=_parse_time(doc.get("published"), "published"),
-            details=details,
+            details=_scalars(doc.get("details", {}), "details", bounded=True),
         )
     if kind == "summary":
         return SummaryMessage(
             gateway=gateway,
             band_id=band_id,
             time_ms=time_ms,
-            t_s=_num(doc, "t_s", 0.0, _MAX_STREAM_S) or 0.0,
-            rms_uv=_num(doc, "rms_uv", 0.0, _MAX_UV, optional=True),
-            peak_uv=_num(doc, "peak_uv", 0.0, _MAX_UV, optional=True),
-            noise_floor_uv=_num(doc, "noise_floor_uv", 0.0, _MAX_UV, optional=True),
-            on_threshold_uv=_num(doc, "on_threshold_uv", 0.0, _MAX_UV, optional=True),
-            quality=_str(doc, "quality", QUALITIES),
-            acc_activity_g=_num(doc, "acc_activity_g", 0.0, 100.0, optional=True),
-            state=_str(doc, "state", SUMMARY_STATES),
+            t_s=_number(doc, "t_s", 0.0, _MAX_STREAM_S),
+            rms_uv=_opt_number(doc, "rms_uv", 0.0, _MAX_UV),
+            peak_uv=_opt_number(doc, "peak_uv", 0.0, _MAX_UV),
+            noise_floor_uv=_opt_number(doc, "noise_floor_uv", 0.0, _MAX_UV),
+            on_threshold_uv=_opt_number(doc, "on_threshold_uv", 0.0, _MAX_UV),
+            quality=_str(doc, "quality", _QUALITIES),
+            acc_activity_g=_opt_number(doc, "acc_activity_g", 0.0, 100.0),
+            state=_str(doc, "state", _STATES),
         )
     return StatusMessage(
         gateway=gateway,

@@ -4,7 +4,8 @@
 network loop in paho's own thread (``loop_start``), the only extra thread in
 crampwatch.  Every paho callback does nothing but hand its arguments to the
 event loop with ``loop.call_soon_threadsafe``; all crampwatch logic runs on the
-loop.  Received messages go to a bounded :class:`asyncio.Queue`.
+loop.  Received messages are handed over in bursts (one wake-up of the loop per
+burst, not per message) into a bounded :class:`asyncio.Queue`.
 
 Sessions are persistent (MQTT 5 ``clean_start=False`` plus a session expiry, or
 3.1.1 ``clean_session=False``) under a stable client id, so QoS 1 messages
@@ -30,9 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from sensor_gateway.config import load_section
-from sensor_gateway.errors import SinkError
+from sensor_gateway.errors import ConfigError, SinkError
 
-__all__ = ["MqttAdapter", "MqttConfig", "Received", "default_gateway_id"]
+__all__ = ["MqttAdapter", "MqttConfig", "Received", "default_gateway_id", "tls_context"]
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,11 @@ class MqttConfig:
     keepalive_s, session_expiry_s
         Keepalive; how long the broker keeps the session of an absent client.
     tls, ca_file
-        TLS on (port 8883 usually) with an optional CA bundle.
+        TLS on (port 8883 usually); the broker's certificate is verified (host name
+        included) against ``ca_file``, or the system's CAs when empty.
+    cert_file, key_file
+        Client certificate and key (PEM) for brokers with ``require_certificate``;
+        ``key_file`` may be empty when the key is in ``cert_file``.
     topic_prefix
         First topic level(s), default ``crampwatch``.
     reconnect_min_s, reconnect_max_s
@@ -91,6 +96,8 @@ class MqttConfig:
     session_expiry_s: int = 7 * 86_400
     tls: bool = False
     ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
     topic_prefix: str = "crampwatch"
     reconnect_min_s: float = 0.2
     reconnect_max_s: float = 10.0
@@ -120,6 +127,11 @@ class MqttConfig:
             raise ValueError(f"bad gateway_id {self.gateway_id!r}")
         if not 0 < self.reconnect_min_s <= self.reconnect_max_s:
             raise ValueError("need 0 < reconnect_min_s <= reconnect_max_s")
+        if (self.ca_file or self.cert_file or self.key_file) and not self.tls:
+            # most likely a forgotten `tls = true`: do not send the password in clear
+            raise ValueError("ca_file, cert_file and key_file need tls = true")
+        if self.key_file and not self.cert_file:
+            raise ValueError("key_file needs cert_file")
 
     @classmethod
     def load(cls, document: Mapping[str, Any] | None = None) -> MqttConfig:
@@ -134,6 +146,23 @@ class MqttConfig:
     def client_id_for(self, role: str) -> str:
         """``client_id`` or ``crampwatch-<role>-<gateway>``."""
         return self.client_id or f"crampwatch-{role}-{self.gateway}"
+
+
+def tls_context(cfg: MqttConfig) -> ssl.SSLContext:
+    """The client TLS context of ``cfg``: verifies the broker, optional client certificate.
+
+    Raises
+    ------
+    ConfigError
+        If a CA, certificate or key file cannot be read.
+    """
+    try:
+        ctx = ssl.create_default_context(cafile=cfg.ca_file or None)
+        if cfg.cert_file:
+            ctx.load_cert_chain(cfg.cert_file, cfg.key_file or None)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"[mqtt] TLS files: {exc}") from None
+    return ctx
 
 
 @dataclass(frozen=True)
@@ -192,6 +221,8 @@ class MqttAdapter:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._generation = 0  # written by paho's thread only
         self._gen_lock = threading.Lock()
+        self._inbox: list[Received] = []  # paho's thread → loop, handed over in bursts
+        self._inbox_lock = threading.Lock()
         self._logged: set[str] = set()
         v5 = cfg.protocol == "5"
         self._v5 = v5
@@ -205,8 +236,7 @@ class MqttAdapter:
         if cfg.username:
             self._client.username_pw_set(cfg.username, cfg.password or None)
         if cfg.tls:
-            ctx = ssl.create_default_context(cafile=cfg.ca_file or None)
-            self._client.tls_set_context(ctx)
+            self._client.tls_set_context(tls_context(cfg))
         if will is not None:
             topic, payload, qos, retain = will
             self._client.will_set(topic, payload, qos=qos, retain=retain)
@@ -248,10 +278,15 @@ class MqttAdapter:
         self._post(self._l_subscribed, [str(r) for r in reasons if r.is_failure])
 
     def _t_message(self, _c: Any, _u: Any, msg: Any) -> None:
-        with self._gen_lock:
-            gen = self._generation
-        self._post(self._l_message, Received(msg.topic, bytes(msg.payload), msg.qos,
-                                             bool(msg.retain), msg.mid, gen))  # fmt: skip
+        # Batch handoff: one call_soon_threadsafe (a self-pipe write that wakes the
+        # loop) per burst, not per message.  _generation is written by this thread.
+        item = Received(msg.topic, bytes(msg.payload), msg.qos, bool(msg.retain), msg.mid,
+                        self._generation)  # fmt: skip
+        with self._inbox_lock:
+            self._inbox.append(item)
+            if len(self._inbox) > 1:
+                return  # a handoff is already scheduled and will take this one too
+        self._post(self._l_messages)
 
     # ---------------------------------------------------------------- event loop side
 
@@ -291,6 +326,12 @@ class MqttAdapter:
     def _l_subscribed(self, failures: list[str]) -> None:
         if failures:
             log.error("MQTT subscription refused: %s", ", ".join(failures))
+
+    def _l_messages(self) -> None:
+        with self._inbox_lock:
+            batch, self._inbox = self._inbox, []
+        for msg in batch:
+            self._l_message(msg)
 
     def _l_message(self, msg: Received) -> None:
         # Keep room for QoS 1 messages: the broker sends at most max_inflight of them

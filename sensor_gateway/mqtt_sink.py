@@ -14,9 +14,11 @@ order; duplicates carry the same deterministic ``event_id`` and time, so the
 recorder writes the same InfluxDB point again (idempotent).
 
 Also: band status (QoS 1, retained; while offline only the newest per band is
-kept), 1 Hz summaries (QoS 0; dropped and counted while offline), gateway
+kept), the band's last ``cramp_end`` event again as retained "last cramp" (same
+rule), 1 Hz summaries (QoS 0; dropped and counted while offline), gateway
 online/offline (retained; offline is the Last Will), optional Home Assistant
-discovery.  Topics and payloads: docs/mqtt.md.
+discovery ("Calf cramp" binary sensor from the summaries' ``state``, "Connected",
+"Battery", "Last cramp").  Topics and payloads: docs/mqtt.md.
 """
 
 from __future__ import annotations
@@ -64,16 +66,19 @@ def discovery_configs(cfg: MqttConfig, topics: Topics, band_id: str) -> list[tup
         "availability_topic": topics.gateway_status(gw),
         "availability_template": "{{ 'online' if value_json.online else 'offline' }}",
     }
-    entities = [
+    entities: list[tuple[str, str, dict[str, object]]] = [
+        ("binary_sensor", "cramp", {"name": "Calf cramp", "state_topic": topics.summary(band_id),
+         "value_template": "{{ 'ON' if value_json.state == 'cramp' else 'OFF' }}",
+         "expire_after": 30, "icon": "mdi:alert-octagon"}),
         ("binary_sensor", "connected", {"name": "Connected", "state_topic": topics.status(band_id),
          "value_template": "{{ 'ON' if value_json.status.connected else 'OFF' }}",
          "device_class": "connectivity"}),
         ("sensor", "battery", {"name": "Battery", "state_topic": topics.status(band_id),
          "value_template": "{{ value_json.status.battery_pct }}", "unit_of_measurement": "%",
          "device_class": "battery"}),
-        ("sensor", "last_event", {"name": "Last cramp event", "state_topic": topics.event(band_id),
-         "value_template": "{{ value_json.type }}",
-         "json_attributes_topic": topics.event(band_id),
+        ("sensor", "last_cramp", {"name": "Last cramp", "state_topic": topics.last_cramp(band_id),
+         "value_template": "{{ value_json.time }}", "device_class": "timestamp",
+         "json_attributes_topic": topics.last_cramp(band_id),
          "json_attributes_template": "{{ value_json.details | tojson }}"}),
     ]  # fmt: skip
     out = []
@@ -124,7 +129,7 @@ class MqttSink:
         self._inflight: dict[int, int] = {}  # mid -> outbox seq
         self._status_mids: set[int] = set()
         self._to_submit: deque[OutboxEntry] = deque(self.outbox.pending())
-        self._latest_status: dict[str, bytes] = {}
+        self._retained: dict[str, bytes] = {}  # topic -> newest payload not yet handed over
         self._discovered: set[str] = set()
         self._logged: set[str] = set()
         self._drained = asyncio.Event()
@@ -224,6 +229,8 @@ class MqttSink:
         self.counts["events_queued"] += 1
         self._to_submit.append(OutboxEntry(seq, body))
         self._pump()
+        if ev.type == "cramp_end":  # retained copy for dashboards and Home Assistant
+            self._send_retained(self.topics.last_cramp(band_id), payload)
         await self._discover(band_id)
 
     async def publish_status(self, band_id: str, status: dict[str, object]) -> None:
@@ -234,9 +241,7 @@ class MqttSink:
         except MessageError as exc:
             self.counts["invalid"] += 1
             raise SinkError(f"status of band {band_id!r}: {exc}") from None
-        self._latest_status[band_id] = payload
-        if self.adapter.connected.is_set():
-            self._send_status(band_id)
+        self._send_retained(self.topics.status(band_id), payload)
         await self._discover(band_id)
 
     async def publish_summary(self, band_id: str, summary: StampedSummary) -> None:
@@ -256,12 +261,15 @@ class MqttSink:
 
     # ---------------------------------------------------------------- internals
 
-    def _send_status(self, band_id: str) -> None:
-        payload = self._latest_status.pop(band_id, None)
+    def _send_retained(self, topic: str, payload: bytes | None = None) -> None:
+        # Retained state (band status, last cramp): while offline only the newest per
+        # topic is kept, and handed to paho on the next connect.
         if payload is not None:
-            self._status_mids.add(self.adapter.publish(self.topics.status(band_id), payload, 1,
-                                                       True))  # fmt: skip
-            self.counts["status_sent"] += 1
+            self._retained[topic] = payload
+        if not self.adapter.connected.is_set() or topic not in self._retained:
+            return
+        self._status_mids.add(self.adapter.publish(topic, self._retained.pop(topic), 1, True))
+        self.counts["status_sent"] += 1
 
     async def _discover(self, band_id: str) -> None:
         if not self.cfg.homeassistant or band_id in self._discovered:
@@ -283,8 +291,8 @@ class MqttSink:
         self._status_mids.add(self.adapter.publish(
             self.topics.gateway_status(self.gateway),
             build_gateway_status(self.gateway, True, self.clock()), 1, True))  # fmt: skip
-        for band_id in list(self._latest_status):
-            self._send_status(band_id)
+        for topic in list(self._retained):
+            self._send_retained(topic)
 
     def _published(self, mid: int, ok: bool, reason: str) -> None:
         if mid in self._status_mids:

@@ -21,7 +21,8 @@ are deterministic, so a re-sent entry overwrites itself).
 A torn or corrupt tail (power loss mid-append) is cut off with a warning.  The
 outbox is bounded by ``max_bytes``: above ``warn_fraction`` it logs a loud
 warning (once, re-armed below half of that), and when full :meth:`append`
-raises :class:`~sensor_gateway.errors.SinkError` instead of growing.
+raises :class:`~sensor_gateway.errors.SinkError` instead of growing (logged as an
+error once per full episode, counted in :attr:`Outbox.rejected`).
 """
 
 from __future__ import annotations
@@ -110,6 +111,7 @@ class Outbox:
         self._seg_sizes: dict[Path, int] = {}
         self._fh: int | None = None
         self._warned = False
+        self._full = False
         self.rejected = 0  # appends refused because full
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
@@ -162,8 +164,10 @@ class Outbox:
             used = self.bytes_used
         if used + size > self.max_bytes:
             self.rejected += 1
-            log.error("%s %s FULL (%d of %d bytes): entry refused (%d refused so far)",
-                      self.name, self.directory, used, self.max_bytes, self.rejected)  # fmt: skip
+            log.log(logging.DEBUG if self._full else logging.ERROR,
+                    "%s %s FULL (%d of %d bytes): entry refused (%d refused so far)",
+                    self.name, self.directory, used, self.max_bytes, self.rejected)  # fmt: skip
+            self._full = True  # logged once per episode: re-armed by the next append
             raise SinkError(f"{self.name} {self.directory} is full ({used} bytes)")
         seq = self._next_seq
         header = _HEADER.pack(_MAGIC, seq, len(body), zlib.crc32(body))
@@ -175,6 +179,7 @@ class Outbox:
         except OSError as exc:
             raise SinkError(f"{self.name} {self.directory}: {exc.strerror or exc}") from None
         self._seg_sizes[path] += size
+        self._full = False
         self._next_seq += 1
         self._pending.append(OutboxEntry(seq, body))
         self._check_fill()

@@ -27,7 +27,14 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from sensor_gateway.influx import BufferedWriter, FieldValue, InfluxWriter, line
+from sensor_gateway.influx import (
+    BufferedWriter,
+    FieldValue,
+    InfluxWriter,
+    field_value,
+    line,
+    series,
+)
 from sensor_gateway.messages import (
     EventMessage,
     GatewayStatusMessage,
@@ -50,38 +57,48 @@ SUMMARY_MEASUREMENT = "envelope"
 STATUS_MEASUREMENT = "band_status"
 GATEWAY_MEASUREMENT = "gateway_status"
 _EVENT_BASE = ("event_id", "episode", "t_s", "emitted_at_s", "publish_delay_s")
+_STORED = {
+    t: f"stored_{t.__name__}"
+    for t in (EventMessage, SummaryMessage, StatusMessage, GatewayStatusMessage)
+}
 
 
 def _num(value: float | int | str | bool | None) -> FieldValue | None:
     # Numbers are stored as floats, always: an integer one time and a float the
     # next would be a field type conflict that makes InfluxDB reject the point.
-    if value is None or isinstance(value, bool | str):
-        return value
-    return float(value)
+    # (Validated JSON has exact types: bool is not ``int`` here.)
+    return float(value) if type(value) is int else value
 
 
 def to_line(msg: Message, received_ms: int) -> str:
-    """The line-protocol point for one validated message (see docs/influx-schema.md)."""
+    """The line-protocol point for one validated message (see docs/influx-schema.md).
+
+    Events and summaries (nearly all traffic) are formatted directly: their keys
+    are fixed or validated as ``[a-z][a-z0-9_]*`` and their numbers are finite
+    floats, so nothing needs escaping; only detail strings go through
+    :func:`~sensor_gateway.influx.field_value`.
+    """
     if isinstance(msg, EventMessage):
-        fields: dict[str, FieldValue | None] = {
-            "event_id": msg.event_id,
-            "episode": msg.episode,
-            "t_s": msg.t_s,
-            "emitted_at_s": msg.emitted_at_s,
-            "publish_delay_s": (msg.published_ms - msg.time_ms) / 1000.0,
-        }
-        for key, value in msg.details.items():
-            if key not in _EVENT_BASE:
-                fields[key] = _num(value)
-        tags = {"band": msg.band_id, "gateway": msg.gateway, "type": msg.type}
-        return line(EVENT_MEASUREMENT, tags, fields, msg.time_ms)
+        delay_s = (msg.published_ms - msg.time_ms) / 1000.0
+        parts = [f'event_id="{msg.event_id}",episode={msg.episode}i,t_s={msg.t_s!r},'
+                 f"emitted_at_s={msg.emitted_at_s!r},publish_delay_s={delay_s!r}"]  # fmt: skip
+        parts += [f"{key}={field_value(float(value) if type(value) is int else value)}"
+                  for key, value in msg.details.items()
+                  if value is not None and key not in _EVENT_BASE]  # fmt: skip
+        head = series(EVENT_MEASUREMENT, (("band", msg.band_id), ("gateway", msg.gateway),
+                                          ("type", msg.type)))  # fmt: skip
+        return f"{head} {','.join(parts)} {msg.time_ms}"
     if isinstance(msg, SummaryMessage):
-        fields = {"t_s": msg.t_s, "rms_uv": msg.rms_uv, "peak_uv": msg.peak_uv,
-                  "noise_floor_uv": msg.noise_floor_uv, "on_threshold_uv": msg.on_threshold_uv,
-                  "quality": msg.quality, "acc_activity_g": msg.acc_activity_g,
-                  "state": msg.state}  # fmt: skip
-        return line(SUMMARY_MEASUREMENT, {"band": msg.band_id, "gateway": msg.gateway}, fields,
-                    msg.time_ms)  # fmt: skip
+        parts = [f"t_s={msg.t_s!r}"]
+        for key, value in (("rms_uv", msg.rms_uv), ("peak_uv", msg.peak_uv),
+                           ("noise_floor_uv", msg.noise_floor_uv),
+                           ("on_threshold_uv", msg.on_threshold_uv),
+                           ("acc_activity_g", msg.acc_activity_g)):  # fmt: skip
+            if value is not None:
+                parts.append(f"{key}={value!r}")
+        parts.append(f'quality="{msg.quality}",state="{msg.state}"')  # fixed vocabularies
+        head = series(SUMMARY_MEASUREMENT, (("band", msg.band_id), ("gateway", msg.gateway)))
+        return f"{head} {','.join(parts)} {msg.time_ms}"
     if isinstance(msg, StatusMessage):
         fields = {k: _num(v) for k, v in msg.status.items()}
         if all(v is None for v in fields.values()):
@@ -134,6 +151,7 @@ class Recorder:
         self.clock = clock
         self._logged: set[str] = set()
         self._task: asyncio.Task[None] | None = None
+        self._unacked = 0  # QoS 1 messages handed to the buffer, not yet acknowledged
 
     def subscriptions(self) -> list[tuple[str, int]]:
         """Filters subscribed to (with ``$share/<group>/`` when ``share_group`` is set)."""
@@ -174,10 +192,15 @@ class Recorder:
         """Tests: vanish like a killed process (nothing flushed, nothing acknowledged)."""
         if self._task is not None:
             self._task.cancel()
-        for task in self.buffer._tasks:
-            task.cancel()
+        self.buffer.abort()
         self.adapter.kill()
-        self.buffer.spool.close()
+
+    def _invalid(self, kind: str, topic: str, exc: Exception) -> None:
+        self.counts[f"invalid_{kind}"] += 1
+        if kind not in self._logged:
+            self._logged.add(kind)
+            log.warning("invalid message on %s skipped (%s): %s [logged once per kind]",
+                        topic, kind, exc)  # fmt: skip
 
     def handle(self, msg: Received) -> str | None:
         """Validate one message; return its point, or ``None`` when invalid (counted)."""
@@ -186,34 +209,46 @@ class Recorder:
             parsed = parse_message(msg.topic, msg.payload, self.topics)
             point = to_line(parsed, round(self.clock() * 1000))
         except MessageError as exc:
-            self.counts[f"invalid_{exc.kind}"] += 1
-            if exc.kind not in self._logged:
-                self._logged.add(exc.kind)
-                log.warning("invalid message on %s skipped (%s): %s [logged once per kind]",
-                            msg.topic, exc.kind, exc)  # fmt: skip
+            self._invalid(exc.kind, msg.topic, exc)
             return None
         except ValueError as exc:  # no storable field
-            self.counts["invalid_fields"] += 1
-            if "fields" not in self._logged:
-                self._logged.add("fields")
-                log.warning("message on %s has nothing to store: %s", msg.topic, exc)
+            self._invalid("fields", msg.topic, exc)
             return None
-        self.counts[f"stored_{type(parsed).__name__}"] += 1
+        except Exception:  # a gap in validation must not stop the recorder
+            self.counts["invalid_unexpected"] += 1
+            if "unexpected" not in self._logged:
+                self._logged.add("unexpected")
+                log.exception("unexpected error on a message on %s, skipped [logged once]",
+                              msg.topic)  # fmt: skip
+            return None
+        self.counts[_STORED[type(parsed)]] += 1
         return point
+
+    async def store(self, batch: list[Received]) -> None:
+        """Validate, map and buffer received messages; each is acknowledged once durable."""
+        lines = [p for p in map(self.handle, batch) if p is not None]
+        acked = [m for m in batch if m.qos > 0]
+        self._unacked += len(acked)
+        await self.buffer.add(lines, self._acker(acked) if acked else None)
+        await asyncio.sleep(0)  # under load, let socket I/O (InfluxDB request, PUBACKs) go on
 
     async def _consume(self) -> None:
         queue = self.adapter.messages
+        # The broker sends at most max_inflight unacknowledged QoS 1 messages: when
+        # nothing more is queued and half of that waits for a write, write now
+        # instead of at the timer.
+        window = max(1, self.cfg.max_inflight // 2)
         while True:
-            msg = await queue.get()
-            batch = [msg]
+            batch = [await queue.get()]
             while not queue.empty() and len(batch) < 1000:
                 batch.append(queue.get_nowait())
-            lines = [p for p in map(self.handle, batch) if p is not None]
-            acked = [m for m in batch if m.qos > 0]
-            await self.buffer.add(lines, self._acker(acked) if acked else None)
+            await self.store(batch)
+            if self._unacked >= window and queue.empty():
+                await self.buffer.submit()
 
     def _acker(self, messages: list[Received]) -> Callable[[], None]:
         def ack() -> None:
+            self._unacked -= len(messages)
             for m in messages:
                 self.adapter.ack(m)
 

@@ -8,6 +8,7 @@ answers like 2.x does (204, or an error status for fault injection).
 from __future__ import annotations
 
 import asyncio
+import gzip
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -93,6 +94,25 @@ def test_v2_write_request_is_exactly_what_2x_expects(fake_v2: tuple[str, Seen]) 
         "duration_s=42.5,episode=3i 1709260215250",
         "envelope,band=band-a,gateway=gw1 rms_uv=3.25 1709260216000",
     ]
+
+
+def test_v2_gzip_sends_the_same_body_compressed(fake_v2: tuple[str, Seen]) -> None:
+    url, seen = fake_v2
+    lines = [line("envelope", {"band": "band-a"}, {"rms_uv": 3.25 + i}, 1709260216000 + i)
+             for i in range(200)]  # fmt: skip
+
+    async def main() -> None:
+        writer = InfluxV2Writer(url, "my-org", "cramps", TOKEN, timeout_s=2.0, gzip=True)
+        try:
+            await writer.write(lines)
+        finally:
+            await writer.close()
+
+    asyncio.run(main())
+    _method, _path, headers, body = seen.requests[0]
+    assert headers["Content-Encoding"] == "gzip"
+    assert gzip.decompress(body).decode().split("\n") == lines
+    assert len(body) < len("\n".join(lines)) / 3
 
 
 def test_v2_rejection_is_not_retried_and_down_server_is_spooled(

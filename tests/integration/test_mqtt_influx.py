@@ -10,192 +10,80 @@ process stops/kills and real ACL refusals.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
-import math
+import logging
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from cramp_signal.detector import detect_array
-from cramp_signal.events import DetectorEvent
-from sensor_gateway.band_stream import StampedEvent
 from sensor_gateway.influx import InfluxQuery, InfluxV1Writer
 from sensor_gateway.messages import Topics, build_event
-from sensor_gateway.mqtt import MqttAdapter, MqttConfig
-from sensor_gateway.mqtt_sink import MqttSink
-from sensor_gateway.outbox import Outbox
-from sensor_gateway.recorder import Recorder
+from sensor_gateway.mqtt import MqttAdapter
 from tests.fixtures.servers import InfluxServer, MosquittoServer
+from tests.integration.mqtt_rig import (
+    BASE_EVENTS,
+    T0,
+    Rig,
+    cfg_for,
+    check_exactly_once,
+    names,
+    night,
+    publish,
+    raw_client,
+    run_rig,
+    until,
+)
 
 pytestmark = pytest.mark.integration
 
-T0 = datetime(2024, 3, 1, 1, 0, 0, tzinfo=UTC).timestamp()
-_names = itertools.count()
-
-
-def _detector_events() -> list[DetectorEvent]:
-    """Run the real detector over 90 s of synthetic EMG with four bursts."""
-    fs = 1000.0
-    rng = np.random.default_rng(11)
-    x = rng.normal(scale=5.0, size=int(90 * fs))
-    for on, end, rms in ((10.0, 12.0, 90.0), (25.0, 45.0, 120.0), (55.0, 57.5, 80.0),
-                         (65.0, 85.0, 150.0)):  # fmt: skip
-        x[int(on * fs) : int(end * fs)] += rng.normal(scale=rms, size=int((end - on) * fs))
-    return [e for e in detect_array(x, fs) if e.type != "signal_quality"]
-
-
-_BASE = _detector_events()
-
-
-def night(n: int, band_id: str = "band-a") -> list[StampedEvent]:
-    """``n`` events: the detector's events repeated, each repetition 1000 s later."""
-    out: list[StampedEvent] = []
-    for k in itertools.count():
-        for ev in _BASE:
-            if len(out) == n:
-                return out
-            shifted = replace(ev, episode=ev.episode + 100 * k, t_s=ev.t_s + 1000.0 * k,
-                              emitted_at_s=ev.emitted_at_s + 1000.0 * k)  # fmt: skip
-            out.append(StampedEvent(band_id, shifted, T0 + shifted.t_s))
-    return out
-
-
-def _cfg(mosquitto: MosquittoServer, user: str, **kw: object) -> MqttConfig:
-    args: dict[str, object] = {"host": "127.0.0.1", "port": mosquitto.port, "username": user,
-                               "password": mosquitto.passwords.get(user, ""),
-                               "gateway_id": "gw-test", "reconnect_min_s": 0.5,
-                               "reconnect_max_s": 1.0, "keepalive_s": 5}  # fmt: skip
-    args.update(kw)
-    return MqttConfig(**args)  # type: ignore[arg-type]
-
-
-class Rig:
-    """One gateway sink + one recorder + one database, built per test."""
-
-    def __init__(self, mosquitto: MosquittoServer, influxdb: InfluxServer, tmp: Path) -> None:
-        self.mosquitto, self.influxdb, self.tmp = mosquitto, influxdb, tmp
-        n = next(_names)
-        self.db = f"cw_{n}_{int(time.time())}"
-        self.role = f"rec{n}"
-        self.gw = f"gw-{n}"
-        influxdb.create_database(self.db)
-        self.query = InfluxQuery(influxdb.url, self.db)
-        self.sink: MqttSink | None = None
-        self.recorder: Recorder | None = None
-
-    def new_sink(self, **kw: object) -> MqttSink:
-        cfg = _cfg(self.mosquitto, "gateway", gateway_id=self.gw,
-                   outbox_dir=self.tmp / "outbox", **kw)  # fmt: skip
-        self.sink = MqttSink(cfg, close_timeout_s=1.0)
-        return self.sink
-
-    async def new_recorder(self, **kw: object) -> Recorder:
-        cfg = _cfg(self.mosquitto, "recorder", **kw)
-        spool = Outbox(self.tmp / "spool", name="influx spool")
-        writer = InfluxV1Writer(self.influxdb.url, self.db, timeout_s=1.0)
-        self.recorder = Recorder(cfg, writer, spool, batch_size=500, flush_interval_s=0.05,
-                                 retry_interval_s=0.2, client_role=self.role)  # fmt: skip
-        await self.recorder.start()
-        assert await self.recorder.adapter.wait_connected(10.0)
-        await asyncio.sleep(0.2)  # SUBACK
-        return self.recorder
-
-    async def stored(self) -> list[dict[str, object]]:
-        return await self.query.rows("SELECT * FROM cramp_event")
-
-    async def wait_stored(self, n: int, timeout_s: float = 20.0) -> list[dict[str, object]]:
-        deadline = time.monotonic() + timeout_s
-        rows: list[dict[str, object]] = []
-        while time.monotonic() < deadline:
-            rows = await self.stored()
-            if len(rows) >= n:
-                await asyncio.sleep(0.3)  # give duplicates (if any) a chance to show up
-                return await self.stored()
-            await asyncio.sleep(0.1)
-        return rows
-
-    async def close(self) -> None:
-        if self.sink is not None:
-            await self.sink.close()
-        if self.recorder is not None:
-            await self.recorder.close()
-        await self.query.close()
-
-
-Body = Callable[[Rig], Awaitable[None]]
-
-
-def _run(body: Body, mosquitto: MosquittoServer, influxdb: InfluxServer, tmp: Path) -> None:
-    """Run ``body`` on one fresh event loop with a fresh rig; restore the servers after."""
-
-    async def main() -> None:
-        r = Rig(mosquitto, influxdb, tmp)
-        try:
-            await asyncio.wait_for(body(r), 60.0)
-        finally:
-            mosquitto.start()  # whatever a fault test did
-            influxdb.start()
-            await r.close()
-
-    asyncio.run(main())
-
-
-def _check_exactly_once(rows: list[dict[str, object]], sent: list[StampedEvent]) -> None:
-    """Every sent event once (by id and by series+time), values intact."""
-    expected = {}
-    for s in sent:
-        ev = s.event
-        ms = round(s.wall_time * 1000)
-        eid, _ = build_event("x", s.band_id, event_type=ev.type, episode=ev.episode,
-                             wall_time_s=s.wall_time, t_s=0, emitted_at_s=0, details={},
-                             published_s=s.wall_time)  # fmt: skip
-        expected[eid] = (s, ms)
-    ids = [r["event_id"] for r in rows]
-    assert len(ids) == len(set(ids)), "duplicate points"
-    assert set(ids) == set(expected), (
-        f"missing {len(set(expected) - set(ids))}, unexpected {len(set(ids) - set(expected))}"
-    )
-    for row in rows:
-        s, ms = expected[str(row["event_id"])]
-        ev = s.event
-        assert row["time"] == ms
-        assert (row["band"], row["type"], row["episode"]) == (s.band_id, ev.type, ev.episode)
-        assert row["t_s"] == pytest.approx(ev.t_s, abs=1e-9)
-        assert row["emitted_at_s"] == pytest.approx(ev.emitted_at_s, abs=1e-9)
-        for key, value in ev.details.items():
-            if isinstance(value, float) and not math.isfinite(value):
-                assert row[key] is None
-            elif isinstance(value, bool | str):
-                assert row[key] == value
-            elif value is not None:
-                assert row[key] == pytest.approx(float(value), rel=1e-12), key
-
-
-async def _publish(sink: MqttSink, events: list[StampedEvent]) -> None:
-    for s in events:
-        await sink.publish_event(s.band_id, s)
-
 
 async def _test_detector_events_end_to_end_exactly_once(rig: Rig) -> None:
-    assert any(e.type == "cramp_end" for e in _BASE), "detector produced no cramp"
-    sent = night(len(_BASE) * 2)
+    assert any(e.type == "cramp_end" for e in BASE_EVENTS), "detector produced no cramp"
+    sent = night(len(BASE_EVENTS) * 2)
     await rig.new_recorder(share_group="recorders")
     sink = rig.new_sink()
     assert await sink.wait_connected()
-    await _publish(sink, sent)
+    await publish(sink, sent)
     assert await sink.wait_drained(10.0)
     rows = await rig.wait_stored(len(sent))
-    _check_exactly_once(rows, sent)
+    check_exactly_once(rows, sent)
     assert sink.counts["events_acked"] == len(sent)
     # gateway online status is stored too (retained, QoS 1)
     gw = await rig.query.rows(f"SELECT online FROM gateway_status WHERE gateway = '{rig.gw}'")
     assert gw and gw[-1]["online"] is True
+
+
+async def _test_home_assistant_sees_discovery_and_last_cramp(rig: Rig) -> None:
+    sent = night(len(BASE_EVENTS))
+    ends = [s for s in sent if s.event.type == "cramp_end"]
+    sink = rig.new_sink(homeassistant=True)
+    assert await sink.wait_connected()
+    await publish(sink, sent)
+    assert await sink.wait_drained(10.0)
+    await asyncio.sleep(0.3)
+    # Home Assistant connects later: everything it needs is retained
+    ha = await raw_client(cfg_for(rig.mosquitto, "homeassistant"), "ha")
+    assert await ha.wait_connected(5.0)
+    ha.subscribe([("homeassistant/+/crampwatch_band_a/+/config", 1),
+                  (Topics().last_cramp("band-a"), 1)])  # fmt: skip
+    got: dict[str, bytes] = {}
+    await until(lambda: _drain(ha, got) >= 5, 5.0)
+    await ha.stop()
+    configs = sorted(t.split("/")[1] + "/" + t.split("/")[3] for t in got if "config" in t)
+    assert configs == ["binary_sensor/connected", "binary_sensor/cramp", "sensor/battery",
+                       "sensor/last_cramp"]  # fmt: skip
+    last = json.loads(got[Topics().last_cramp("band-a")])
+    assert (last["type"], last["episode"]) == ("cramp_end", ends[-1].event.episode)
+    print(f"home assistant: {len(got)} retained messages, last cramp = episode {last['episode']}")
+
+
+def _drain(client: MqttAdapter, into: dict[str, bytes]) -> int:
+    while not client.messages.empty():
+        msg = client.messages.get_nowait()
+        assert msg.retain
+        into[msg.topic] = msg.payload
+    return len(into)
 
 
 async def _test_broker_killed_mid_stream_loses_and_duplicates_nothing(rig: Rig) -> None:
@@ -203,17 +91,17 @@ async def _test_broker_killed_mid_stream_loses_and_duplicates_nothing(rig: Rig) 
     recorder = await rig.new_recorder()
     sink = rig.new_sink()
     assert await sink.wait_connected()
-    await _publish(sink, sent[:40])
+    await publish(sink, sent[:40])
     rig.mosquitto.kill()  # SIGKILL: PUBACKs, queued messages in flight are cut off
-    await _publish(sink, sent[40:90])  # the outbox takes them while the broker is gone
+    await publish(sink, sent[40:90])  # the outbox takes them while the broker is gone
     assert len(sink.outbox) >= 50
     rig.mosquitto.start()
-    await _publish(sink, sent[90:])
+    await publish(sink, sent[90:])
     assert await sink.wait_drained(20.0)
     rows = await rig.wait_stored(len(sent))
     print(f"broker kill: sent={len(sent)} received={recorder.counts['received']} "
           f"stored={len(rows)}")  # fmt: skip
-    _check_exactly_once(rows, sent)
+    check_exactly_once(rows, sent)
 
 
 async def _test_influxdb_down_spools_and_drains_in_order(rig: Rig) -> None:
@@ -221,22 +109,50 @@ async def _test_influxdb_down_spools_and_drains_in_order(rig: Rig) -> None:
     recorder = await rig.new_recorder()
     sink = rig.new_sink()
     assert await sink.wait_connected()
-    await _publish(sink, sent[:30])
+    await publish(sink, sent[:30])
     await rig.wait_stored(30)
     rig.influxdb.stop()
-    await _publish(sink, sent[30:60])
+    await publish(sink, sent[30:60])
     deadline = time.monotonic() + 10
     while recorder.buffer.counts["points_spooled"] < 30 and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     assert recorder.buffer.counts["points_spooled"] == 30
     assert len(recorder.buffer.spool) > 0
     await asyncio.get_running_loop().run_in_executor(None, rig.influxdb.start)
-    await _publish(sink, sent[60:])
+    await publish(sink, sent[60:])
     rows = await rig.wait_stored(len(sent))
     print(f"influx stop: sent={len(sent)} received={recorder.counts['received']} "
           f"spooled={recorder.buffer.counts['points_spooled']} stored={len(rows)}")  # fmt: skip
-    _check_exactly_once(rows, sent)
+    check_exactly_once(rows, sent)
     assert len(recorder.buffer.spool) == 0
+
+
+async def _test_full_spool_holds_acks_and_loses_nothing(rig: Rig) -> None:
+    sent = night(100)
+    # a spool with room for a few batches only
+    recorder = await rig.new_recorder(spool_max_bytes=4000)
+    buffer = recorder.buffer
+    sink = rig.new_sink()
+    assert await sink.wait_connected()
+    await publish(sink, sent[:20])
+    await rig.wait_stored(20)
+    rig.influxdb.stop()
+    for k in range(20, 80, 4):  # small batches: the spool fills step by step
+        await publish(sink, sent[k : k + 4])
+        await asyncio.sleep(0.1)
+    assert await sink.wait_drained(10.0)  # the broker has them all
+    await until(lambda: buffer.counts["store_failed"] > 0, 10.0)
+    assert buffer.spool.rejected > 0 and buffer.spool.bytes_used <= 4000
+    held = recorder.counts["received"] - 20 - buffer.counts["points_spooled"]
+    assert held > 0, "messages beyond the spool are held, not acknowledged"
+    await asyncio.get_running_loop().run_in_executor(None, rig.influxdb.start)
+    await publish(sink, sent[80:])
+    rows = await rig.wait_stored(len(sent))
+    print(f"full spool: sent={len(sent)} received={recorder.counts['received']} "
+          f"spooled={buffer.counts['points_spooled']} (spool 4000 B, "
+          f"{buffer.spool.rejected} appends refused) stored={len(rows)}")  # fmt: skip
+    check_exactly_once(rows, sent)
+    assert len(buffer.spool) == 0
 
 
 async def _test_gateway_and_recorder_restarts_lose_nothing(rig: Rig) -> None:
@@ -244,45 +160,39 @@ async def _test_gateway_and_recorder_restarts_lose_nothing(rig: Rig) -> None:
     recorder = await rig.new_recorder()
     sink = rig.new_sink()
     assert await sink.wait_connected()
-    await _publish(sink, sent[:50])
+    await publish(sink, sent[:50])
     sink.crash()  # killed gateway: whatever was not PUBACKed stays in the outbox
     sink = rig.new_sink()  # same client id and outbox dir
     assert len(sink.outbox) <= 50
-    await _publish(sink, sent[50:80])
-    await _until(lambda: recorder.counts["stored_EventMessage"] >= 40, 10.0)
+    await publish(sink, sent[50:80])
+    await until(lambda: recorder.counts["stored_EventMessage"] >= 40, 10.0)
     received_first = recorder.counts["received"]
     recorder.crash()  # killed recorder: unacked messages stay with the broker
-    await _publish(sink, sent[80:120])  # queued in the recorder's persistent session
+    await publish(sink, sent[80:120])  # queued in the recorder's persistent session
     assert await sink.wait_drained(10.0)
     recorder = await rig.new_recorder()
-    await _publish(sink, sent[120:])
+    await publish(sink, sent[120:])
     rows = await rig.wait_stored(len(sent))
     print(f"restarts: sent={len(sent)} received={received_first}+{recorder.counts['received']} "
           f"stored={len(rows)}")  # fmt: skip
-    _check_exactly_once(rows, sent)
-
-
-async def _raw_client(cfg: MqttConfig, name: str) -> MqttAdapter:
-    adapter = MqttAdapter(cfg, f"test-{name}-{next(_names)}")
-    adapter.start()
-    return adapter
+    check_exactly_once(rows, sent)
 
 
 async def _test_auth_and_acl_keep_strangers_out(rig: Rig) -> None:
     recorder = await rig.new_recorder()
     topics = Topics()
     # no credentials at all: the broker refuses the connection
-    anon = await _raw_client(_cfg(rig.mosquitto, ""), "anon")
+    anon = await raw_client(cfg_for(rig.mosquitto, ""), "anon")
     assert not await anon.wait_connected(2.0)
     await anon.stop()
     # wrong password
-    wrong = await _raw_client(_cfg(rig.mosquitto, "band-a", password="guess"), "wrong")
+    wrong = await raw_client(cfg_for(rig.mosquitto, "band-a", password="guess"), "wrong")
     assert not await wrong.wait_connected(2.0)
     await wrong.stop()
 
     published: list[tuple[int, bool]] = []
-    cfg_a = _cfg(rig.mosquitto, "band-a")
-    band_a = MqttAdapter(cfg_a, f"test-band-a-{next(_names)}",
+    cfg_a = cfg_for(rig.mosquitto, "band-a")
+    band_a = MqttAdapter(cfg_a, f"test-band-a-{next(names)}",
                          on_published=lambda mid, ok, _r: published.append((mid, ok)))  # fmt: skip
     band_a.start()
     assert await band_a.wait_connected(5.0)
@@ -307,25 +217,19 @@ async def _test_auth_and_acl_keep_strangers_out(rig: Rig) -> None:
           f"stored={len(rows)}")  # fmt: skip
 
     # the recorder user is read-only
-    ro = MqttAdapter(_cfg(rig.mosquitto, "recorder"), f"test-ro-{next(_names)}",
+    ro = MqttAdapter(cfg_for(rig.mosquitto, "recorder"), f"test-ro-{next(names)}",
                      on_published=lambda mid, ok, _r: published.append((mid, ok)))  # fmt: skip
     ro.start()
     assert await ro.wait_connected(5.0)
     mid = ro.publish(topics.event("band-a"), ev("band-a", 3), 1)
-    await _until(lambda: mid in dict(published), 5.0)
+    await until(lambda: mid in dict(published), 5.0)
     await ro.stop()
     assert dict(published)[mid] is False
 
 
-async def _until(cond: Callable[[], bool], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond() and time.monotonic() < deadline:
-        await asyncio.sleep(0.02)
-
-
 async def _test_bad_payloads_are_counted_and_skipped(rig: Rig) -> None:
     recorder = await rig.new_recorder()
-    gw = MqttAdapter(_cfg(rig.mosquitto, "gateway"), f"test-gw-{next(_names)}")
+    gw = MqttAdapter(cfg_for(rig.mosquitto, "gateway"), f"test-gw-{next(names)}")
     gw.start()
     assert await gw.wait_connected(5.0)
     topics = Topics()
@@ -337,64 +241,110 @@ async def _test_bad_payloads_are_counted_and_skipped(rig: Rig) -> None:
         "not_json": b"{oops",
         "schema": json.dumps({**doc, "schema": 99}).encode(),
         "range": json.dumps({**doc, "details": {"peak_rms_uv": 1e12}}).encode(),
-        "too_large": json.dumps(
-            {**doc, "details": {"pad": "x" * 200}} | {"junk": "y" * 20000}
-        ).encode(),
+        "too_large": json.dumps({**doc, "junk": "y" * (4 << 20)}).encode(),  # 4 MiB
         "topic": good,  # a band-a event on band-b's topic
     }
     for kind, payload in bad.items():
         topic = topics.event("band-b") if kind == "topic" else topics.event("band-a")
         gw.publish(topic, payload, 1)
+    # a number float() cannot hold (this once stopped the recorder's consumer)
+    gw.publish(topics.event("band-a"), good.replace(b'"duration_s":31.0', b'"duration_s":1'
+                                                    + b"0" * 400), 1)  # fmt: skip
     gw.publish(topics.summary("band-a"), b"\x00\x01", 0)
     gw.publish(topics.event("band-a"), good, 1)
     rows = await rig.wait_stored(1, timeout_s=10.0)
-    await _until(lambda: recorder.counts["received"] >= 7, 5.0)
+    await until(lambda: recorder.counts["received"] >= 8, 5.0)
     await gw.stop()
-    assert [r["event_id"] for r in rows] == [good_id]
+    assert [r["event_id"] for r in rows] == [good_id]  # the good one after all the bad ones
     for kind in bad:
         assert recorder.counts[f"invalid_{kind}"] >= 1, kind
     assert recorder.counts["invalid_not_json"] == 2  # event + summary
-    print(f"bad payloads: sent=7 received={recorder.counts['received']} stored={len(rows)} "
+    assert recorder.counts["invalid_range"] == 2  # 1e12 µV and the 400-digit duration
+    print(f"bad payloads: sent=8 received={recorder.counts['received']} stored={len(rows)} "
           f"counts={dict(recorder.counts)}")  # fmt: skip
+
+
+def test_v1_writer_gzip_body_is_stored(influxdb: InfluxServer) -> None:
+    """``[influx].gzip``: influxd 1.x takes the compressed body (Content-Encoding: gzip)."""
+    db = f"gz_{next(names)}"
+    influxdb.create_database(db)
+    points = [f"envelope,band=band-a rms_uv={i}.5 {int(T0 * 1000) + i}" for i in range(500)]
+
+    async def main() -> list[dict[str, object]]:
+        writer = InfluxV1Writer(influxdb.url, db, gzip=True)
+        query = InfluxQuery(influxdb.url, db)
+        try:
+            await writer.write(points)
+            return await query.rows("SELECT rms_uv FROM envelope")
+        finally:
+            await writer.close()
+            await query.close()
+
+    rows = asyncio.run(main())
+    assert [r["rms_uv"] for r in rows] == [i + 0.5 for i in range(500)]
 
 
 def test_detector_events_end_to_end_exactly_once(
     mosquitto: MosquittoServer, influxdb: InfluxServer, tmp_path: Path
 ) -> None:
     """See :func:`_test_detector_events_end_to_end_exactly_once`."""
-    _run(_test_detector_events_end_to_end_exactly_once, mosquitto, influxdb, tmp_path)
+    run_rig(_test_detector_events_end_to_end_exactly_once, mosquitto, influxdb, tmp_path)
+
+
+def test_home_assistant_sees_discovery_and_last_cramp(
+    mosquitto: MosquittoServer, influxdb: InfluxServer, tmp_path: Path
+) -> None:
+    """See :func:`_test_home_assistant_sees_discovery_and_last_cramp`."""
+    run_rig(_test_home_assistant_sees_discovery_and_last_cramp, mosquitto, influxdb, tmp_path)
 
 
 def test_broker_killed_mid_stream_loses_and_duplicates_nothing(
     mosquitto: MosquittoServer, influxdb: InfluxServer, tmp_path: Path
 ) -> None:
     """See :func:`_test_broker_killed_mid_stream_loses_and_duplicates_nothing`."""
-    _run(_test_broker_killed_mid_stream_loses_and_duplicates_nothing, mosquitto, influxdb, tmp_path)
+    run_rig(
+        _test_broker_killed_mid_stream_loses_and_duplicates_nothing, mosquitto, influxdb, tmp_path
+    )
 
 
 def test_influxdb_down_spools_and_drains_in_order(
     mosquitto: MosquittoServer, influxdb: InfluxServer, tmp_path: Path
 ) -> None:
     """See :func:`_test_influxdb_down_spools_and_drains_in_order`."""
-    _run(_test_influxdb_down_spools_and_drains_in_order, mosquitto, influxdb, tmp_path)
+    run_rig(_test_influxdb_down_spools_and_drains_in_order, mosquitto, influxdb, tmp_path)
+
+
+def test_full_spool_holds_acks_and_loses_nothing(
+    mosquitto: MosquittoServer,
+    influxdb: InfluxServer,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """See :func:`_test_full_spool_holds_acks_and_loses_nothing`; the fill is said loudly."""
+    with caplog.at_level(logging.WARNING):
+        run_rig(_test_full_spool_holds_acks_and_loses_nothing, mosquitto, influxdb, tmp_path)
+    said = [r.getMessage() for r in caplog.records]
+    assert any("influx spool" in m and "% full" in m for m in said), "warning near full"
+    assert sum("FULL" in m for m in said) == 1, "the refusal is an error, once"
+    assert sum("cannot store a batch" in m for m in said if "points" in m) == 1
 
 
 def test_gateway_and_recorder_restarts_lose_nothing(
     mosquitto: MosquittoServer, influxdb: InfluxServer, tmp_path: Path
 ) -> None:
     """See :func:`_test_gateway_and_recorder_restarts_lose_nothing`."""
-    _run(_test_gateway_and_recorder_restarts_lose_nothing, mosquitto, influxdb, tmp_path)
+    run_rig(_test_gateway_and_recorder_restarts_lose_nothing, mosquitto, influxdb, tmp_path)
 
 
 def test_auth_and_acl_keep_strangers_out(
     mosquitto: MosquittoServer, influxdb: InfluxServer, tmp_path: Path
 ) -> None:
     """See :func:`_test_auth_and_acl_keep_strangers_out`."""
-    _run(_test_auth_and_acl_keep_strangers_out, mosquitto, influxdb, tmp_path)
+    run_rig(_test_auth_and_acl_keep_strangers_out, mosquitto, influxdb, tmp_path)
 
 
 def test_bad_payloads_are_counted_and_skipped(
     mosquitto: MosquittoServer, influxdb: InfluxServer, tmp_path: Path
 ) -> None:
     """See :func:`_test_bad_payloads_are_counted_and_skipped`."""
-    _run(_test_bad_payloads_are_counted_and_skipped, mosquitto, influxdb, tmp_path)
+    run_rig(_test_bad_payloads_are_counted_and_skipped, mosquitto, influxdb, tmp_path)
