@@ -51,7 +51,7 @@ from sensor_gateway.mqtt import MqttAdapter, MqttConfig, Received
 from sensor_gateway.mqtt_sink import MqttSink
 from sensor_gateway.outbox import Outbox
 from sensor_gateway.recorder import Recorder
-from tests.fixtures.servers import MOSQUITTO_PUB, InfluxServer, MosquittoServer
+from tests.fixtures.servers import MOSQUITTO_PUB, InfluxServer, MosquittoServer, private_broker
 
 T0 = 1_709_254_800.0
 BATCH = 5000
@@ -174,9 +174,9 @@ async def _via_mosquitto(mosq: MosquittoServer, influx: InfluxServer, n: int, tm
 
 
 async def bench(points: int, mqtt_events: int, tmp: Path) -> None:
-    mosq = MosquittoServer.create(tmp / "mosq")
+    mosq = private_broker(tmp / "mosq")
     # the same broker without saving its database on every change (see docs/mqtt.md)
-    lazy = MosquittoServer.create(tmp / "mosq-lazy")
+    lazy = private_broker(tmp / "mosq-lazy")
     conf = lazy.config_file.read_text()
     lazy.config_file.write_text(
         conf.replace("autosave_on_changes true", "autosave_on_changes false")

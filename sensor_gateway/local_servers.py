@@ -42,6 +42,7 @@ __all__ = [
     "MOSQUITTO_PASSWD",
     "InfluxServer",
     "MosquittoServer",
+    "ServerTls",
     "crampwatch_acl",
     "free_port",
 ]
@@ -124,6 +125,34 @@ def crampwatch_acl(readers: Sequence[str] = ("recorder",), alerters: Sequence[st
     return "\n".join(lines) + "\n"
 
 
+@dataclass(frozen=True)
+class ServerTls:
+    """The TLS side of a broker's listener.
+
+    Attributes
+    ----------
+    ca
+        CA certificate that signed ``cert`` (and, with ``require_certificate``, the
+        clients' certificates).
+    cert, key
+        The broker's certificate and private key.
+    require_certificate
+        Demand a client certificate on top of user name and password.
+    """
+
+    ca: Path
+    cert: Path
+    key: Path
+    require_certificate: bool = False
+
+    def config(self) -> str:
+        """The listener's ``mosquitto.conf`` lines."""
+        return (
+            f"cafile {self.ca}\ncertfile {self.cert}\nkeyfile {self.key}\n"
+            f"require_certificate {'true' if self.require_certificate else 'false'}\n"
+        )
+
+
 @dataclass
 class MosquittoServer:
     """A private Mosquitto broker (see the module docstring)."""
@@ -151,8 +180,11 @@ class MosquittoServer:
         acl: str,
         *,
         port: int | None = None,
+        tls: ServerTls | None = None,
     ) -> MosquittoServer:
         """Write config, password and ACL files with a random password per user (no start).
+
+        With ``tls`` the one listener speaks TLS only.
 
         Raises
         ------
@@ -174,6 +206,7 @@ class MosquittoServer:
         (directory / "data").mkdir(exist_ok=True)
         server.config_file.write_text(
             f"listener {server.port} 127.0.0.1\n"
+            f"{tls.config() if tls is not None else ''}"
             "allow_anonymous false\n"
             f"password_file {pwfile}\n"
             f"acl_file {directory / 'acl'}\n"
@@ -300,6 +333,11 @@ class InfluxServer:
             if time.monotonic() > deadline:
                 raise LocalServerError(f"influxd not answering /ping: {_log_tail(log)}")
             time.sleep(0.1)
+
+    def version(self) -> str:
+        """The server's version (``X-Influxdb-Version`` of ``/ping``)."""
+        with urllib.request.urlopen(f"{self.url}/ping", timeout=2) as resp:
+            return str(resp.headers.get("X-Influxdb-Version", "?"))
 
     def stop(self) -> None:
         """Stop influxd (SIGTERM)."""

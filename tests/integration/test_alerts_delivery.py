@@ -15,8 +15,6 @@ import asyncio
 import itertools
 import json
 import os
-import secrets
-import subprocess
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -38,10 +36,10 @@ from sensor_gateway.outbox import Outbox
 from sensor_gateway.recorder import EVENT_MEASUREMENT
 from tests.fixtures.servers import (
     MOSQUITTO,
-    MOSQUITTO_PASSWD,
     InfluxServer,
     MosquittoServer,
     free_port,
+    private_broker,
 )
 
 pytestmark = pytest.mark.integration
@@ -56,21 +54,7 @@ def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoSer
     """The shared broker setup plus an ``alerts`` user (overrides the plugin's fixture)."""
     if not os.access(MOSQUITTO, os.X_OK):
         pytest.skip("mosquitto is not installed")
-    server = MosquittoServer.create(tmp_path_factory.mktemp("mosquitto-alerts"))
-    server.passwords["alerts"] = secrets.token_urlsafe(16)
-    subprocess.run(
-        [
-            MOSQUITTO_PASSWD,
-            "-b",
-            str(server.directory / "passwd"),
-            "alerts",
-            server.passwords["alerts"],
-        ],
-        check=True,
-        capture_output=True,
-    )
-    with (server.directory / "acl").open("a") as fh:
-        fh.write("\nuser alerts\ntopic read crampwatch/#\ntopic write crampwatch/alert/#\n")
+    server = private_broker(tmp_path_factory.mktemp("mosquitto-alerts"), alerters=("alerts",))
     server.start()
     try:
         yield server

@@ -24,7 +24,7 @@ from sensor_gateway.band_stream import StampedEvent
 from sensor_gateway.messages import Topics
 from sensor_gateway.mqtt import MqttAdapter, MqttConfig
 from sensor_gateway.mqtt_sink import MqttSink
-from tests.fixtures.servers import MOSQUITTO, OPENSSL, MosquittoServer, TlsFiles
+from tests.fixtures.servers import MOSQUITTO, OPENSSL, MosquittoServer, TlsFiles, private_broker
 
 pytestmark = pytest.mark.integration
 
@@ -41,7 +41,7 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
 def _broker(tmp: Path, tls: TlsFiles, require_certificate: bool) -> Iterator[MosquittoServer]:
     if not os.access(MOSQUITTO, os.X_OK):
         pytest.skip("mosquitto is not installed")
-    server = MosquittoServer.create(tmp, tls=tls, require_certificate=require_certificate)
+    server = private_broker(tmp, tls=tls, require_certificate=require_certificate)
     server.start()
     try:
         yield server
