@@ -52,6 +52,7 @@ from sensor_gateway.messages import (
     Topics,
     parse_message,
 )
+from sensor_gateway.stop_signals import on_stop_signals
 
 __all__ = [
     "ChildSpec",
@@ -374,7 +375,18 @@ def _write_secret(path: Path, value: str) -> None:
 
 
 async def run_demo(opts: DemoOptions, out: TextIO = sys.stdout) -> int:
-    """Run the whole demo until SIGINT/SIGTERM or ``opts.duration_s``; the exit code."""
+    """Run the whole demo until SIGINT/SIGTERM or ``opts.duration_s``; the exit code.
+
+    The signal handlers stay during shutdown: another Ctrl-C cannot interrupt the
+    stopping of the children (the supervisor escalates to SIGTERM/SIGKILL itself).
+    """
+    stop = asyncio.Event()
+    with on_stop_signals(stop.set):
+        return await _run_until(opts, stop, out)
+
+
+async def _run_until(opts: DemoOptions, stop: asyncio.Event, out: TextIO) -> int:
+    """Start everything, follow progress until ``stop``, stop everything."""
     from firmware_sim.testbed import BluezTestbed  # noqa: PLC0415
 
     data = opts.data_dir
@@ -383,10 +395,6 @@ async def run_demo(opts: DemoOptions, out: TextIO = sys.stdout) -> int:
     servers: list[MosquittoServer | InfluxServer] = []
     supervisor = Supervisor(data / "logs")
     bed: BluezTestbed | None = None
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     progress = LiveProgress()
     follower: asyncio.Task[None] | None = None
     started = time.monotonic()
@@ -438,11 +446,9 @@ async def run_demo(opts: DemoOptions, out: TextIO = sys.stdout) -> int:
             flush=True,
         )
         if opts.duration_s is not None:
-            loop.call_later(opts.duration_s, stop.set)
+            asyncio.get_running_loop().call_later(opts.duration_s, stop.set)
         code = await _watch(supervisor, progress, stop, started, out)
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
         if follower is not None:
             follower.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 from pathlib import Path
+
+from sensor_gateway.stop_signals import on_stop_signals
 
 HELP = "alert on cramps, frequent cramps and band problems (MQTT topic, webhooks)"
 
@@ -54,16 +55,10 @@ def run(args: argparse.Namespace) -> int:
         query = None if influx_cfg is None else query_for(influx_cfg)
         service = AlertService(cfg, mqtt_cfg, webhooks, tz=tz, query=query)
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
         if args.duration is not None:
-            loop.call_later(args.duration, stop.set)
-        try:
+            asyncio.get_running_loop().call_later(args.duration, stop.set)
+        with on_stop_signals(stop.set):
             await service.run(stop)
-        finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
 
     asyncio.run(main())
     return 0

@@ -21,6 +21,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sensor_gateway.stop_signals import on_stop_signals
+
 if TYPE_CHECKING:
     from firmware_sim.band import ChunkLike
 
@@ -158,7 +160,6 @@ def run(args: argparse.Namespace) -> int:
     """Run the band until the source ends or SIGINT/SIGTERM; print counters as JSON."""
     import asyncio  # noqa: PLC0415
     import logging  # noqa: PLC0415
-    import signal  # noqa: PLC0415
 
     from firmware_sim.band import BandConfig, BandFaults, BandFirmware  # noqa: PLC0415
     from firmware_sim.peripheral import BandPeripheral, PeripheralConfig  # noqa: PLC0415
@@ -189,18 +190,16 @@ def run(args: argparse.Namespace) -> int:
     pconf = PeripheralConfig(adapter=args.adapter, speed=args.speed)
 
     async def main() -> dict[str, Any]:
-        loop = asyncio.get_running_loop()
         band = BandPeripheral(firmware, pconf)
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, band.request_stop)
-        try:
-            await band.start()
-            log.info("band %s on %s at speed %g: streaming", band.name, args.adapter, args.speed)
-            await band.run()
-        finally:
-            await band.stop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
+        with on_stop_signals(band.request_stop):
+            try:
+                await band.start()
+                log.info(
+                    "band %s on %s at speed %g: streaming", band.name, args.adapter, args.speed
+                )
+                await band.run()
+            finally:
+                await band.stop()
         return band.summary()
 
     summary = asyncio.run(main())

@@ -18,11 +18,12 @@ import argparse
 import asyncio
 import dataclasses
 import os
-import signal
 import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from sensor_gateway.stop_signals import on_stop_signals
 
 if TYPE_CHECKING:
     from sensor_gateway.mqtt import MqttConfig
@@ -151,14 +152,8 @@ def run(args: argparse.Namespace) -> int:
         if broker is None or args.events is not None:
             sinks.append(JsonLinesSink(args.events or "-", summaries=args.summaries))
         gw = Gateway(cfg, sinks)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, gw.stop.set)
-        try:
+        with on_stop_signals(gw.stop.set):
             await gw.run(args.duration)
-        finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
 
     asyncio.run(main())
     return 0
