@@ -16,6 +16,7 @@ import argparse
 import asyncio
 from pathlib import Path
 
+from sensor_gateway.commands._argtypes import positive_float
 from sensor_gateway.stop_signals import on_stop_signals
 
 HELP = "alert on cramps, frequent cramps and band problems (MQTT topic, webhooks)"
@@ -27,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--config", type=Path, metavar="TOML", help="config ([alerts], [mqtt], [influx])"
     )
     parser.add_argument(
-        "--duration", type=float, metavar="S", help="stop after S seconds (tests, demos)"
+        "--duration", type=positive_float, metavar="S", help="stop after S seconds (tests, demos)"
     )
 
 

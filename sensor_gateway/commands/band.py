@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sensor_gateway.commands._argtypes import count, non_negative_float, positive_float
 from sensor_gateway.stop_signals import on_stop_signals
 
 if TYPE_CHECKING:
@@ -30,22 +30,6 @@ HELP = "run a simulated calf band (BLE GATT peripheral) on a BlueZ adapter"
 
 #: Seconds of signal pulled from the source at a time.
 CHUNK_S = 1.0
-
-
-def _number(kind: type[float] | type[int], minimum: float, strict: bool) -> Any:
-    def parse(text: str) -> float | int:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        ok = value > minimum if strict else value >= minimum
-        if not (ok and math.isfinite(value)):
-            raise argparse.ArgumentTypeError(
-                f"must be {'>' if strict else '>='} {minimum:g}: {text!r}"
-            )
-        return value
-
-    return parse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,12 +43,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--replay", type=Path, metavar="FILE", help="stream a recording")
     parser.add_argument("--seed", type=int, default=0, help="simulator seed (default: 0)")
     parser.add_argument("--profile", default="typical", help="simulator profile")
-    parser.add_argument(
-        "--hours", type=_number(float, 0, True), default=8.0, help="simulated night length"
-    )
+    parser.add_argument("--hours", type=positive_float, default=8.0, help="simulated night length")
     parser.add_argument(
         "--speed",
-        type=_number(float, 0, True),
+        type=positive_float,
         default=1.0,
         help="band seconds per wall second (default: 1; 20 → 400 notifications/s)",
     )
@@ -76,39 +58,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "begins with the file's first sample)",
     )
     parser.add_argument("--drift-ppm", type=float, default=0.0, help="crystal error (ppm)")
-    parser.add_argument(
-        "--tick-offset", type=_number(int, 0, False), default=0, help="tick at boot (u32)"
-    )
+    parser.add_argument("--tick-offset", type=count, default=0, help="tick at boot (u32)")
     parser.add_argument(
         "--drop-rate",
-        type=_number(float, 0, False),
+        type=non_negative_float,
         default=0.0,
         help="fraction of packets lost over the air (seeded by --seed)",
     )
     parser.add_argument(
         "--disconnect-every",
-        type=_number(float, 0, True),
+        type=positive_float,
         metavar="S",
         help="drop the link every S band seconds",
     )
     parser.add_argument(
         "--stall-every",
-        type=_number(float, 0, True),
+        type=positive_float,
         metavar="S",
         help="stall notifications every S band seconds (needs --stall-for)",
     )
-    parser.add_argument(
-        "--stall-for", type=_number(float, 0, True), metavar="S", help="stall length (s)"
-    )
+    parser.add_argument("--stall-for", type=positive_float, metavar="S", help="stall length (s)")
     parser.add_argument(
         "--reboot-at",
-        type=_number(float, 0, True),
+        type=positive_float,
         metavar="S",
         help="reboot the band at S band seconds",
     )
     parser.add_argument(
         "--battery-drain",
-        type=_number(float, 0, False),
+        type=non_negative_float,
         default=3.0,
         metavar="PCT_PER_H",
         help="battery drain (default: 3 %%/h)",

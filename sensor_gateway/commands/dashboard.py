@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from sensor_gateway.commands._argtypes import port
+
 HELP = "serve the night view (nights, cramps, trends) from InfluxDB over HTTP"
 
 
@@ -21,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--config", type=Path, metavar="TOML", help="config ([influx], [dashboard])"
     )
     parser.add_argument("--host", help="listen address (default: [dashboard].host, 127.0.0.1)")
-    parser.add_argument("--port", type=int, help="listen port (default: [dashboard].port, 8080)")
+    parser.add_argument("--port", type=port, help="listen port (default: [dashboard].port, 8080)")
     parser.add_argument("--timezone", metavar="ZONE", help="IANA zone of the nights")
     parser.add_argument("--band", metavar="ID", help="show only this band")
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
+
+from sensor_gateway.commands._argtypes import positive_float
 
 if TYPE_CHECKING:
     from cramp_signal.events import DetectorEvent, EnvelopeSummary
@@ -22,22 +23,12 @@ if TYPE_CHECKING:
 HELP = "detect cramps in a recording and print events as JSON Lines"
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be > 0: {text!r}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``crampwatch detect``."""
     parser.add_argument("file", type=Path, metavar="FILE", help="EDF+/BDF+/CSV recording")
     parser.add_argument(
         "--chunk-seconds",
-        type=_positive_float,
+        type=positive_float,
         default=10.0,
         metavar="S",
         help="seconds of signal read and processed per step (default: 10)",

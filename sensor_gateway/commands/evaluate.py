@@ -7,27 +7,9 @@ import json
 import sys
 from pathlib import Path
 
+from sensor_gateway.commands._argtypes import count, non_negative_float, positive_float
+
 HELP = "score the cramp detector against ground truth (recordings and/or simulated nights)"
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0: {text!r}")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0: {text!r}")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,14 +24,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     sim = parser.add_argument_group("simulated nights (generated in memory)")
     sim.add_argument(
-        "--simulate", type=_count, default=0, metavar="N", help="add N simulated nights"
+        "--simulate", type=count, default=0, metavar="N", help="add N simulated nights"
     )
     sim.add_argument(
         "--seed-base", type=int, default=0, metavar="S", help="seeds S, S+1, ... (default: 0)"
     )
     sim.add_argument(
         "--hours",
-        type=_positive_float,
+        type=positive_float,
         default=2.0,
         metavar="H",
         help="hours per simulated night (default: 2)",
@@ -64,13 +46,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     rules = parser.add_argument_group("matching rules (docs/evaluation.md)")
     rules.add_argument(
         "--early-s",
-        type=float,
+        type=non_negative_float,
         default=2.0,
         help="a detected cramp may start this long before the true onset (default: 2)",
     )
     rules.add_argument(
         "--tolerance-s",
-        type=_positive_float,
+        type=positive_float,
         default=0.5,
         help="burst sets: largest |detected - labelled| onset of a match (default: 0.5)",
     )
@@ -81,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     out.add_argument(
         "--plot-limit",
-        type=_count,
+        type=count,
         default=40,
         metavar="N",
         help="at most N plots per recording (default: 40)",

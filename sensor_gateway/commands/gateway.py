@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sensor_gateway.commands._argtypes import positive_float, positive_int
 from sensor_gateway.stop_signals import on_stop_signals
 
 if TYPE_CHECKING:
@@ -54,17 +55,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="publish to this broker: mqtt[s]://[user@]host[:port] (password: "
         "$CRAMPWATCH_MQTT_PASSWORD_FILE or [mqtt].password)",
     )
-    parser.add_argument("--max-bands", type=int, metavar="N", help="use at most N bands")
+    parser.add_argument("--max-bands", type=positive_int, metavar="N", help="use at most N bands")
     parser.add_argument("--band", action="append", metavar="ADDR|NAME", help="pin a band")
     parser.add_argument("--no-record", action="store_true", help="do not write EDF+ files")
     parser.add_argument(
         "--speed",
-        type=float,
+        type=positive_float,
         metavar="N",
         help="the bands are simulated at crampwatch band --speed N (default: 1, real bands)",
     )
     parser.add_argument(
-        "--duration", type=float, metavar="S", help="stop after S seconds (tests, demos)"
+        "--duration", type=positive_float, metavar="S", help="stop after S seconds (tests, demos)"
     )
 
 

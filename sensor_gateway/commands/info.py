@@ -6,21 +6,13 @@ import argparse
 import json
 from typing import TYPE_CHECKING, Any
 
+from sensor_gateway.commands._argtypes import count
+
 if TYPE_CHECKING:
     from sensor_gateway.recordings import ChannelInfo, RecordingInfo
     from sensor_gateway.truth import GroundTruth
 
 HELP = "show format, start, duration, channels, annotations and ground truth of a recording"
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0: {text!r}")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.add_argument(
         "--annotations",
-        type=_count,
+        type=count,
         default=10,
         metavar="N",
         help="list the first N annotations (default: 10; the total is always shown)",

@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from sensor_gateway.commands._argtypes import count
+
 HELP = "write the morning report of one night (HTML + PNG plots)"
 
 
@@ -30,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="config ([influx], [dashboard], [detector])")  # fmt: skip
     parser.add_argument("--timezone", metavar="ZONE", help="IANA zone of the night")
     parser.add_argument("--band", metavar="ID", help="only this band (InfluxDB)")
-    parser.add_argument("--weeks", type=int, default=4, metavar="N",
+    parser.add_argument("--weeks", type=count, default=4, metavar="N",
                         help="weeks before the night to compare with (default: 4)")  # fmt: skip
 
 

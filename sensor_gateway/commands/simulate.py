@@ -18,6 +18,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sensor_gateway.commands._argtypes import positive_float
+
 if TYPE_CHECKING:
     from firmware_sim.night import SyntheticNight
 
@@ -44,7 +46,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--out", type=Path, required=True, metavar="FILE", help="recording to write"
     )
     parser.add_argument(
-        "--hours", type=float, default=8.0, help="length of the night, up to 24 (default: 8)"
+        "--hours",
+        type=positive_float,
+        default=8.0,
+        help="night length, up to 24 (default: 8)",
     )
     parser.add_argument("--seed", type=int, default=0, help="simulator seed (default: 0)")
     parser.add_argument(

@@ -41,3 +41,29 @@ def test_missing_command_is_a_usage_error() -> None:
     )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["demo", "--speed", "0"], "argument --speed: must be > 0.0: '0'"),
+        (["demo", "--bands", "two"], "argument --bands: not an integer: 'two'"),
+        (["demo", "--port", "70000"], "argument --port: must be > 0 and <= 65535: '70000'"),
+        (["gateway", "--duration", "nan"], "argument --duration: must be > 0.0: 'nan'"),
+        (["band", "--simulate", "--drop-rate", "-0.1"], "must be >= 0.0: '-0.1'"),
+        (["record", "--duration", "inf"], "argument --duration: must be > 0.0: 'inf'"),
+        (["evaluate", "--simulate", "-3"], "argument --simulate: must be >= 0: '-3'"),
+        (["simulate", "--out", "x.edf", "--hours", "x"], "argument --hours: not a number: 'x'"),
+        (["dashboard", "--port", "0"], "argument --port: must be > 0 and <= 65535: '0'"),
+    ],
+)
+def test_out_of_range_options_are_usage_errors(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Numbers are checked when parsed: exit 2 with the option named, nothing started."""
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"usage: crampwatch {argv[0]}")
+    assert message in err
