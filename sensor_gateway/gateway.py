@@ -42,7 +42,8 @@ from sensor_gateway.ble import (
 )
 from sensor_gateway.clock import scaled_clock
 from sensor_gateway.config import load_section
-from sensor_gateway.errors import CrampwatchError, LinkError, ProtocolError
+from sensor_gateway.edf_repair import EdfRepair, find_unclosed, repair_unclosed
+from sensor_gateway.errors import CrampwatchError, LinkError, ProtocolError, RecordingError
 from sensor_gateway.protocol import decode_data_packet, decode_status
 from sensor_gateway.recordings import RecordingWriter
 from sensor_gateway.sinks import EventSink
@@ -239,6 +240,7 @@ class Gateway:
         The sinks are closed on the way out even when discovery fails.
         """
         try:
+            self.recover_recordings()
             if discover:
                 await self.discover()
             self.start()
@@ -249,6 +251,26 @@ class Gateway:
                     await asyncio.wait_for(self.stop.wait(), timeout=duration_s)
         finally:
             await self.shutdown()
+
+    def recover_recordings(self) -> list[EdfRepair]:
+        """Repair the recordings a previous run left unclosed (power cut, kill -9).
+
+        Runs before any band streams, so no file below ``data_dir`` is open; each
+        repair is logged once.  A file that cannot be repaired is logged and left as
+        it is.
+        """
+        if not self.config.record:
+            return []
+        repaired = []
+        for path in find_unclosed(self.config.data_dir):
+            try:
+                fix = repair_unclosed(path)
+            except RecordingError as exc:
+                log.error("unclosed recording left as it is: %s", exc)
+                continue
+            log.warning("a previous run did not close its recording: %s", fix.describe())
+            repaired.append(fix)
+        return repaired
 
     def start(self) -> None:
         """Start the link and processing tasks of every registered band."""

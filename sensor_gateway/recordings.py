@@ -285,16 +285,45 @@ def open_recording(path: str | Path) -> RecordingReader:
 
 
 @dataclass(frozen=True)
-class _EdfLayout:
-    """What the fixed EDF/BDF header says, checked against the file size."""
+class EdfGeometry:
+    """The size fields of an EDF/BDF header, and the file's actual size.
+
+    Attributes
+    ----------
+    bdf, plus
+        24-bit BDF rather than 16-bit EDF; EDF+/BDF+ rather than plain.
+    header_bytes
+        Bytes before the first data record.
+    n_records
+        Data records the header announces (-1: the writer was never closed).
+    record_bytes
+        Bytes per data record.
+    file_bytes
+        Size of the file.
+    """
 
     bdf: bool
     plus: bool
+    header_bytes: int
     n_records: int
+    record_bytes: int
+    file_bytes: int
+
+    @property
+    def complete_records(self) -> int:
+        """Whole data records the file holds."""
+        body = self.file_bytes - self.header_bytes
+        return body // self.record_bytes if self.record_bytes and body > 0 else 0
 
 
-def _check_edf_header(path: Path) -> _EdfLayout:
-    """Parse the fixed header fields and verify the file holds exactly the announced records."""
+def edf_geometry(path: Path) -> EdfGeometry:
+    """Read the size fields of an EDF/BDF header (no check against the file size).
+
+    Raises
+    ------
+    RecordingError
+        Truncated or non-numeric header, discontinuous EDF+D/BDF+D.
+    """
     size = path.stat().st_size
     with path.open("rb") as f:
         head = f.read(256)
@@ -320,20 +349,39 @@ def _check_edf_header(path: Path) -> _EdfLayout:
     reserved = head[192:236].decode("ascii", errors="replace")
     if reserved.startswith(("EDF+D", "BDF+D")):
         raise _fail(path, "discontinuous EDF+D/BDF+D files are not supported")
-    if n_records < 0:
-        raise _fail(path, "number of data records is unknown (-1): the writer was not closed")
-    record_bytes = sum(spr) * (3 if bdf else 2)
-    expected = header_bytes + n_records * record_bytes
-    if size < expected:
-        whole = (size - header_bytes) // record_bytes if record_bytes else 0
+    return EdfGeometry(
+        bdf=bdf,
+        plus=reserved.startswith(("EDF+", "BDF+")),
+        header_bytes=header_bytes,
+        n_records=n_records,
+        record_bytes=sum(spr) * (3 if bdf else 2),
+        file_bytes=size,
+    )
+
+
+def _check_edf_header(path: Path) -> EdfGeometry:
+    """:func:`edf_geometry`, verified: the file holds exactly the announced records."""
+    g = edf_geometry(path)
+    if g.n_records < 0:
         raise _fail(
             path,
-            f"truncated: the header announces {n_records} data records ({expected} bytes) "
-            f"but the file has {size} bytes (cut inside data record {whole + 1})",
+            "number of data records is unknown (-1): the writer was not closed "
+            f"(`crampwatch repair {path}` keeps the {g.complete_records} whole data records)",
         )
-    if size > expected:
-        raise _fail(path, f"corrupt: {size - expected} unexpected bytes after the last data record")
-    return _EdfLayout(bdf=bdf, plus=reserved.startswith(("EDF+", "BDF+")), n_records=n_records)
+    expected = g.header_bytes + g.n_records * g.record_bytes
+    if g.file_bytes < expected:
+        raise _fail(
+            path,
+            f"truncated: the header announces {g.n_records} data records ({expected} bytes) "
+            f"but the file has {g.file_bytes} bytes "
+            f"(cut inside data record {g.complete_records + 1})",
+        )
+    if g.file_bytes > expected:
+        raise _fail(
+            path,
+            f"corrupt: {g.file_bytes - expected} unexpected bytes after the last data record",
+        )
+    return g
 
 
 def _pyedflib_problem(exc: Exception, path: Path) -> str:
