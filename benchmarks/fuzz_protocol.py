@@ -34,6 +34,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from numpy.typing import NDArray
 
+from benchmarks.timing import best_of
 from sensor_gateway import protocol as pr
 from sensor_gateway.errors import ProtocolError
 
@@ -133,16 +134,6 @@ def run_fuzz(
     dt = time.perf_counter() - t0
     outcome["accepted"] = len(accepted)
     return dt, outcome, accepted
-
-
-def best_of(repeat: int, fn: Callable[[], object]) -> float:
-    """Smallest wall-clock time (s) of ``repeat`` calls."""
-    best = math.inf
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def _rate(n: int, seconds: float) -> str:

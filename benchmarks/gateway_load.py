@@ -37,11 +37,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from benchmarks.timing import best_of
 from firmware_sim.band import BandConfig, BandFaults, BandFirmware
 from firmware_sim.night import NightConfig, SyntheticNight
 from sensor_gateway.ble import DATA, Notification
@@ -72,16 +72,6 @@ def make_packets(minutes: float, seed: int) -> tuple[list[bytes], list[float]]:
     for i in swap:
         received[i], received[i + 1] = received[i + 1], received[i]
     return [b for b, _ in received], [t for _, t in received]
-
-
-def best_of(repeat: int, fn: Callable[[], object]) -> float:
-    """Smallest CPU time (s) of ``repeat`` calls."""
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.thread_time()
-        fn()
-        best = min(best, time.thread_time() - t0)
-    return best
 
 
 def gateway_cost(blobs: list[bytes], host: list[float], *, record: bool, batch: int) -> float:
@@ -173,7 +163,7 @@ def main() -> None:
         for b in blobs:
             decode_data_packet(b)
 
-    ref = best_of(args.repeat, decode_all) / n
+    ref = best_of(args.repeat, decode_all, clock=time.thread_time) / n
     print(f"packets per run: {n} ({args.minutes:g} simulated min, 1 % lost, 0.5 % reordered), "
           f"batch_packets={args.batch}")  # fmt: skip
     print(f"{'reference: decode_data_packet':<34}: {ref * 1e6:7.1f} µs/packet")

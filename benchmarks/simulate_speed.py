@@ -18,24 +18,13 @@ Every figure is the best of ``--repeat`` runs (``time.perf_counter``).  Run::
 from __future__ import annotations
 
 import argparse
-import time
-from collections.abc import Callable
 
 import numpy as np
 
+from benchmarks.timing import best_of
 from firmware_sim.night import PROFILES, NightConfig, SyntheticNight
 
 REFERENCE_BLOCK = 1_000_000
-
-
-def best_of(repeat: int, fn: Callable[[], object]) -> float:
-    """Smallest wall time (s) of ``repeat`` calls of ``fn``."""
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def simulate(config: NightConfig, chunk_s: float) -> int:
