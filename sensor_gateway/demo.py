@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import signal
 import sys
@@ -52,6 +53,7 @@ from sensor_gateway.messages import (
     Topics,
     parse_message,
 )
+from sensor_gateway.protocol import PACKET_SECONDS
 from sensor_gateway.stop_signals import on_stop_signals
 
 __all__ = [
@@ -72,6 +74,8 @@ DEMO_USERS = ("gateway", "recorder", "alerts", "viewer")
 DATABASE = "crampwatch"
 GATEWAY_ID = "demo"
 _STOP_GRACE_S = 15.0
+#: Wall seconds of packets a simulated band can hold while the link is busy.
+BAND_RING_WALL_S = 2.0
 
 
 class DemoError(CrampwatchError):
@@ -182,11 +186,14 @@ def child_specs(
         source: tuple[str, ...] = ("--replay", str(opts.replay))
     else:
         source = ("--simulate", "--profile", opts.profile, "--hours", str(opts.hours))
+    # The band's ring holds 2 s of wall time, as on a real band at 1x: at 60x a 2-s
+    # band ring is 33 ms, which one scheduling hiccup of a busy laptop overflows.
+    ring = str(math.ceil(BAND_RING_WALL_S / PACKET_SECONDS * max(1.0, opts.speed)))
     specs = [
         ChildSpec(
             f"band-{i + 1}",
             (*cw, "band", "--adapter", adapters[i + 1], "--band-id", f"{i + 1:04d}", *source,
-             "--seed", str(opts.seed + i), "--speed", str(opts.speed)),
+             "--seed", str(opts.seed + i), "--speed", str(opts.speed), "--queue-packets", ring),
         )
         for i in range(opts.bands)
     ]  # fmt: skip

@@ -20,7 +20,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sensor_gateway.commands._argtypes import count, non_negative_float, positive_float
+from sensor_gateway.commands._argtypes import (
+    count,
+    non_negative_float,
+    positive_float,
+    positive_int,
+)
 from sensor_gateway.stop_signals import on_stop_signals
 
 if TYPE_CHECKING:
@@ -56,6 +61,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="boot without streaming; start at the gateway's START_STREAM (a replay then "
         "begins with the file's first sample)",
+    )
+    parser.add_argument(
+        "--queue-packets",
+        type=positive_int,
+        metavar="N",
+        help="on-band ring of packets awaiting transmission (default: 40 = 2 s)",
     )
     parser.add_argument("--drift-ppm", type=float, default=0.0, help="crystal error (ppm)")
     parser.add_argument("--tick-offset", type=count, default=0, help="tick at boot (u32)")
@@ -161,6 +172,7 @@ def run(args: argparse.Namespace) -> int:
         drift_ppm=args.drift_ppm,
         tick_offset=args.tick_offset,
         battery_drain_pct_per_h=args.battery_drain,
+        queue_packets=args.queue_packets or BandConfig.queue_packets,
         autostart=not args.wait_start,
         faults=faults,
     )

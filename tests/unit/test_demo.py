@@ -43,6 +43,9 @@ def test_children_are_valid_crampwatch_commands_with_secrets_in_files(tmp_path: 
         assert not any("secret" in a for a in spec.argv)  # no password on a command line
     assert specs[1].argv[specs[1].argv.index("--adapter") + 1] == "hci2"
     assert specs[1].argv[specs[1].argv.index("--seed") + 1] == "6"
+    # at the default 60x the band's ring holds 2 wall seconds: 2 s x 60 / 50-ms packets
+    band = parser.parse_args(list(specs[0].argv[3:]))
+    assert (band.speed, band.queue_packets) == (60.0, 2400)
     assert specs[2].env["CRAMPWATCH_MQTT_PASSWORD_FILE"] == str(tmp_path / "secrets/mqtt-gateway")
     shared = child_specs(opts, tmp_path / "c.toml", None, ["hci0", "hci1", "hci2"])
     assert all(not s.env for s in shared)  # a user's own broker: credentials from their env
