@@ -35,11 +35,10 @@ from sensor_gateway.mqtt import MqttAdapter, MqttConfig
 from sensor_gateway.outbox import Outbox
 from sensor_gateway.recorder import EVENT_MEASUREMENT
 from tests.fixtures.servers import (
-    MOSQUITTO,
     InfluxServer,
     MosquittoServer,
     free_port,
-    private_broker,
+    serve_broker,
 )
 
 pytestmark = pytest.mark.integration
@@ -52,14 +51,7 @@ _names = itertools.count()
 @pytest.fixture(scope="module")
 def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoServer]:
     """The shared broker setup plus an ``alerts`` user (overrides the plugin's fixture)."""
-    if not os.access(MOSQUITTO, os.X_OK):
-        pytest.skip("mosquitto is not installed")
-    server = private_broker(tmp_path_factory.mktemp("mosquitto-alerts"), alerters=("alerts",))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.kill()
+    yield from serve_broker(tmp_path_factory.mktemp("mosquitto-alerts"), alerters=("alerts",))
 
 
 # --------------------------------------------------------------------------- helpers

@@ -24,7 +24,7 @@ from sensor_gateway.band_stream import StampedEvent
 from sensor_gateway.messages import Topics
 from sensor_gateway.mqtt import MqttAdapter, MqttConfig
 from sensor_gateway.mqtt_sink import MqttSink
-from tests.fixtures.servers import MOSQUITTO, OPENSSL, MosquittoServer, TlsFiles, private_broker
+from tests.fixtures.servers import OPENSSL, MosquittoServer, TlsFiles, serve_broker
 
 pytestmark = pytest.mark.integration
 
@@ -38,23 +38,12 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
     return TlsFiles.create(tmp_path_factory.mktemp("tls"))
 
 
-def _broker(tmp: Path, tls: TlsFiles, require_certificate: bool) -> Iterator[MosquittoServer]:
-    if not os.access(MOSQUITTO, os.X_OK):
-        pytest.skip("mosquitto is not installed")
-    server = private_broker(tmp, tls=tls, require_certificate=require_certificate)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.kill()
-
-
 @pytest.fixture(scope="module")
 def tls_broker(
     tmp_path_factory: pytest.TempPathFactory, tls_files: TlsFiles
 ) -> Iterator[MosquittoServer]:
     """Mosquitto with one TLS listener (server certificate only) plus password and ACL."""
-    yield from _broker(tmp_path_factory.mktemp("mosq-tls"), tls_files, False)
+    yield from serve_broker(tmp_path_factory.mktemp("mosq-tls"), tls=tls_files)
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +51,9 @@ def mtls_broker(
     tmp_path_factory: pytest.TempPathFactory, tls_files: TlsFiles
 ) -> Iterator[MosquittoServer]:
     """The same with ``require_certificate true``."""
-    yield from _broker(tmp_path_factory.mktemp("mosq-mtls"), tls_files, True)
+    yield from serve_broker(
+        tmp_path_factory.mktemp("mosq-mtls"), tls=tls_files, require_certificate=True
+    )
 
 
 def _cfg(broker: MosquittoServer, user: str, **kw: object) -> MqttConfig:
