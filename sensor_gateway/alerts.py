@@ -76,12 +76,13 @@ __all__ = [
 RULES: Final = ("cramp", "frequent_cramps", "disconnected", "lead_off", "battery_low")
 #: ``schema`` of alert payloads.
 ALERT_SCHEMA: Final = 1
-#: What the weekly rule tells the user, plainly.
+#: What the weekly rule tells the user, plainly; the one text of this advice (the morning
+#: report and the night view's cramp page show it too).
 WEEKLY_ADVICE: Final = (
-    "Frequent or severe cramps, muscle weakness, or a swollen or red leg are reasons to see "
-    "a doctor.",
-    "When a cramp starts: stretch the calf - straighten the knee and pull your toes up "
-    "towards you. Massage the muscle, then warm it (warm towel, bath or shower).",
+    "See a doctor if cramps are frequent or severe, if you notice muscle weakness, or if "
+    "the leg is swollen, red or painful.",
+    "When a cramp starts: stretch the calf — straighten the knee and pull your toes up "
+    "towards you. Massage the muscle, then warm it (a warm towel, bath or shower).",
     "Drink enough water during the day.",
 )
 _CONDITION_TEXT: Final = {

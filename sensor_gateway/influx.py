@@ -174,6 +174,9 @@ class InfluxConfig:
         Disk spool used while InfluxDB is unreachable (bounded).
     retry_interval_s
         How often a non-empty spool retries InfluxDB.
+    status_interval_s
+        How often ``crampwatch record`` writes its own ``recorder_status`` point (spool
+        backlog, points written / rejected, invalid messages); 0 turns it off.
     """
 
     version: int = 1
@@ -192,6 +195,7 @@ class InfluxConfig:
     spool_dir: Path = Path("~/.local/state/crampwatch/influx-spool")
     spool_max_bytes: int = 256 * 1024 * 1024
     retry_interval_s: float = 1.0
+    status_interval_s: float = 10.0
 
     def __post_init__(self) -> None:
         if self.version not in (1, 2):
@@ -207,6 +211,8 @@ class InfluxConfig:
             raise ValueError("batch_size, flush_interval_s and timeout_s must be > 0")
         if self.spool_max_bytes < 4096 or not self.retry_interval_s > 0:
             raise ValueError("spool_max_bytes >= 4096 and retry_interval_s > 0 required")
+        if not self.status_interval_s >= 0:
+            raise ValueError("status_interval_s must be >= 0 (0: no recorder_status points)")
 
     @classmethod
     def load(cls, document: Mapping[str, Any] | None = None) -> InfluxConfig:

@@ -11,7 +11,8 @@ Every payload is one UTF-8 JSON object with ``"schema": 1`` and a ``"kind"``:
 ``status``
     A band status snapshot (retained).
 ``gateway_status``
-    Gateway online/offline (retained; the offline message is the MQTT Last Will).
+    Gateway online/offline (retained; the offline message is the MQTT Last Will),
+    with the MQTT outbox backlog (:data:`GATEWAY_BACKLOG_KEYS`) while online.
 
 Validation (:func:`parse_message`) is strict: size limit, known kind and
 schema, required keys with the right types, bounded strings, finite numbers
@@ -29,7 +30,7 @@ import math
 import re
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -37,6 +38,7 @@ from sensor_gateway.errors import CrampwatchError
 
 __all__ = [
     "EVENT_TYPES",
+    "GATEWAY_BACKLOG_KEYS",
     "MAX_PAYLOAD_BYTES",
     "SCHEMA_VERSION",
     "EventMessage",
@@ -71,6 +73,11 @@ EVENT_TYPES: Final = (
     "signal_quality",
 )
 SUMMARY_STATES: Final = ("idle", "spasm", "cramp")
+#: Optional counters of a ``gateway_status`` (non-negative numbers): events in the disk
+#: outbox not yet acknowledged by the broker and its bytes on disk, summaries dropped
+#: while offline, events the broker refused.
+GATEWAY_BACKLOG_KEYS: Final = ("outbox_entries", "outbox_bytes", "summaries_dropped",
+                               "events_refused")  # fmt: skip
 QUALITIES: Final = ("gap", "lead_off", "saturated", "artefact", "ok")
 #: Namespace of event ids (fixed forever: changing it changes every id).
 EVENT_NAMESPACE: Final = uuid.UUID("6f1c9e0a-2b1d-5c7e-9a43-3d2f0c8b7e15")
@@ -271,11 +278,15 @@ class StatusMessage:
 
 @dataclass(frozen=True)
 class GatewayStatusMessage:
-    """A validated ``gateway_status`` payload; ``time_ms`` is ``None`` in the Last Will."""
+    """A validated ``gateway_status`` payload; ``time_ms`` is ``None`` in the Last Will.
+
+    ``backlog`` holds those of :data:`GATEWAY_BACKLOG_KEYS` the payload carries, as floats.
+    """
 
     gateway: str
     online: bool
     time_ms: int | None
+    backlog: Mapping[str, float] = field(default_factory=dict)
 
 
 Message = EventMessage | SummaryMessage | StatusMessage | GatewayStatusMessage
@@ -393,8 +404,16 @@ def build_status(
     return _encode(doc)
 
 
-def build_gateway_status(gateway: str, online: bool, wall_time_s: float | None) -> bytes:
-    """Build a ``gateway_status`` payload; ``wall_time_s=None`` for the Last Will."""
+def build_gateway_status(
+    gateway: str,
+    online: bool,
+    wall_time_s: float | None,
+    backlog: Mapping[str, int | float] | None = None,
+) -> bytes:
+    """Build a ``gateway_status`` payload; ``wall_time_s=None`` for the Last Will.
+
+    ``backlog``: counters named in :data:`GATEWAY_BACKLOG_KEYS` (others are refused).
+    """
     validate_id(gateway, "gateway id")
     doc: dict[str, object] = {
         "schema": SCHEMA_VERSION,
@@ -404,6 +423,10 @@ def build_gateway_status(gateway: str, online: bool, wall_time_s: float | None) 
     }
     if wall_time_s is not None:
         doc["time"] = iso_ms(utc_ms(wall_time_s))
+    for key, value in (backlog or {}).items():
+        if key not in GATEWAY_BACKLOG_KEYS:
+            raise MessageError("key", f"unknown gateway backlog counter {key!r}")
+        doc[key] = value
     return _encode(doc)
 
 
@@ -575,7 +598,10 @@ def parse_message(topic: str, payload: bytes, topics: Topics | None = None) -> M
         if type(online) is not bool:
             raise _type_error("online", "a boolean", online)
         time_ms = _parse_time(doc["time"], "time") if doc.get("time") is not None else None
-        return GatewayStatusMessage(gateway=gateway, online=online, time_ms=time_ms)
+        backlog = {k: _number(doc, k, 0.0, _MAX_ABS) for k in GATEWAY_BACKLOG_KEYS if k in doc}
+        return GatewayStatusMessage(
+            gateway=gateway, online=online, time_ms=time_ms, backlog=backlog
+        )
     band_id = _id(doc, "band_id")
     if band_id != ident:
         raise MessageError("topic", f"band_id {band_id!r} on topic {topic!r}")

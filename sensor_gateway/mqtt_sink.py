@@ -16,7 +16,8 @@ recorder writes the same InfluxDB point again (idempotent).
 Also: band status (QoS 1, retained; while offline only the newest per band is
 kept), the band's last ``cramp_end`` event again as retained "last cramp" (same
 rule), 1 Hz summaries (QoS 0; dropped and counted while offline), gateway
-online/offline (retained; offline is the Last Will), optional Home Assistant
+online/offline (retained; offline is the Last Will) with the outbox backlog (at
+connect and with every band status round), optional Home Assistant
 discovery ("Calf cramp" binary sensor from the summaries' ``state``, "Connected",
 "Battery", "Last cramp").  Topics and payloads: docs/mqtt.md.
 """
@@ -133,6 +134,7 @@ class MqttSink:
         self._discovered: set[str] = set()
         self._logged: set[str] = set()
         self._drained = asyncio.Event()
+        self._backlog_sent_at: float | None = None
         will = (self.topics.gateway_status(self.gateway),
                 build_gateway_status(self.gateway, False, None), 1, True)  # fmt: skip
         self.adapter = MqttAdapter(
@@ -179,9 +181,9 @@ class MqttSink:
         if self._started:
             if self.adapter.connected.is_set():
                 await self.wait_drained(self.close_timeout_s)
-                mid = self.adapter.publish(self.topics.gateway_status(self.gateway),
-                                           build_gateway_status(self.gateway, False,
-                                                                self.clock()), 1, True)  # fmt: skip
+                offline = build_gateway_status(self.gateway, False, self.clock(), self.backlog())
+                mid = self.adapter.publish(self.topics.gateway_status(self.gateway), offline, 1,
+                                           True)  # fmt: skip
                 self._status_mids.add(mid)
                 deadline = time.monotonic() + 2.0
                 while mid in self._status_mids and time.monotonic() < deadline:
@@ -242,7 +244,17 @@ class MqttSink:
             self.counts["invalid"] += 1
             raise SinkError(f"status of band {band_id!r}: {exc}") from None
         self._send_retained(self.topics.status(band_id), payload)
+        now = self.clock()
+        # one gateway status per status round (the bands' statuses come together)
+        if self._backlog_sent_at is None or now - self._backlog_sent_at >= 1.0:
+            self._send_gateway_status(now)
         await self._discover(band_id)
+
+    def backlog(self) -> dict[str, int]:
+        """The outbox backlog and loss counters published in the gateway status."""
+        return {"outbox_entries": len(self.outbox), "outbox_bytes": self.outbox.bytes_used,
+                "summaries_dropped": self.counts["summaries_dropped"],
+                "events_refused": self.counts["events_refused"]}  # fmt: skip
 
     async def publish_summary(self, band_id: str, summary: StampedSummary) -> None:
         """Publish a 1 Hz summary at QoS 0; dropped (counted) while offline."""
@@ -287,10 +299,17 @@ class MqttSink:
             mid = self.adapter.publish(topic, payload, 1)
             self._inflight[mid] = entry.seq
 
-    def _connected(self, session_present: bool) -> None:
+    def _send_gateway_status(self, now: float) -> None:
+        # online, with the backlog; while offline the Last Will speaks for the gateway
+        if not self.adapter.connected.is_set():
+            return
+        self._backlog_sent_at = now
         self._status_mids.add(self.adapter.publish(
             self.topics.gateway_status(self.gateway),
-            build_gateway_status(self.gateway, True, self.clock()), 1, True))  # fmt: skip
+            build_gateway_status(self.gateway, True, now, self.backlog()), 1, True))  # fmt: skip
+
+    def _connected(self, session_present: bool) -> None:
+        self._send_gateway_status(self.clock())
         for topic in list(self._retained):
             self._send_retained(topic)
 

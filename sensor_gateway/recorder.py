@@ -15,6 +15,10 @@ Mapping (docs/influx-schema.md): one point per message, timestamp = the event's
 (or summary's, status') own UTC time in ms, tags ``band``/``gateway``/``type``
 only, so the same event always lands on the same series and timestamp: a
 redelivered or re-sent event overwrites itself instead of duplicating.
+
+With ``status_interval_s`` the recorder also writes its own health every so often
+(and once more when it stops): a ``recorder_status`` point with its InfluxDB spool
+backlog and counters (:func:`status_line`), for the Gateway health dashboard.
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ from sensor_gateway.messages import (
 from sensor_gateway.mqtt import MqttAdapter, MqttConfig, Received
 from sensor_gateway.outbox import Outbox
 
-__all__ = ["EVENT_MEASUREMENT", "Recorder", "to_line"]
+__all__ = ["EVENT_MEASUREMENT", "Recorder", "status_line", "to_line"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +60,10 @@ EVENT_MEASUREMENT = "cramp_event"
 SUMMARY_MEASUREMENT = "envelope"
 STATUS_MEASUREMENT = "band_status"
 GATEWAY_MEASUREMENT = "gateway_status"
+RECORDER_MEASUREMENT = "recorder_status"
+#: Band status keys not stored: ``time`` is the point's timestamp already (and a field
+#: named ``time`` cannot be selected in InfluxQL, where ``time`` is the timestamp).
+_STATUS_SKIPPED = frozenset({"time"})
 _EVENT_BASE = ("event_id", "episode", "t_s", "emitted_at_s", "publish_delay_s")
 _STORED = {
     t: f"stored_{t.__name__}"
@@ -100,7 +108,7 @@ def to_line(msg: Message, received_ms: int) -> str:
         head = series(SUMMARY_MEASUREMENT, (("band", msg.band_id), ("gateway", msg.gateway)))
         return f"{head} {','.join(parts)} {msg.time_ms}"
     if isinstance(msg, StatusMessage):
-        fields = {k: _num(v) for k, v in msg.status.items()}
+        fields = {k: _num(v) for k, v in msg.status.items() if k not in _STATUS_SKIPPED}
         if all(v is None for v in fields.values()):
             fields = {"present": True}
         return line(STATUS_MEASUREMENT, {"band": msg.band_id, "gateway": msg.gateway}, fields,
@@ -108,7 +116,14 @@ def to_line(msg: Message, received_ms: int) -> str:
     assert isinstance(msg, GatewayStatusMessage)
     # The Last Will carries no time (it is composed at connect time): use arrival.
     ts = msg.time_ms if msg.time_ms is not None else received_ms
-    return line(GATEWAY_MEASUREMENT, {"gateway": msg.gateway}, {"online": msg.online}, ts)
+    gw_fields: dict[str, FieldValue | None] = {"online": msg.online, **msg.backlog}
+    return line(GATEWAY_MEASUREMENT, {"gateway": msg.gateway}, gw_fields, ts)
+
+
+def status_line(recorder_id: str, counts: dict[str, float], time_ms: int) -> str:
+    """The ``recorder_status`` point, tag ``recorder`` (its MQTT client id), float fields."""
+    fields: dict[str, FieldValue | None] = {k: float(v) for k, v in sorted(counts.items())}
+    return line(RECORDER_MEASUREMENT, {"recorder": recorder_id}, fields, time_ms)
 
 
 class Recorder:
@@ -126,6 +141,11 @@ class Recorder:
         Batching (see :class:`~sensor_gateway.influx.InfluxConfig`).
     client_role
         Role part of the default client id (``crampwatch-<role>-<gateway_id>``).
+    status_interval_s
+        Write a ``recorder_status`` point this often and once more at :meth:`close`
+        (``None``: never).
+    clock
+        Wall clock (POSIX seconds) for the Last Will's arrival time and status points.
     """
 
     def __init__(
@@ -138,6 +158,7 @@ class Recorder:
         flush_interval_s: float = 0.2,
         retry_interval_s: float = 1.0,
         client_role: str = "recorder",
+        status_interval_s: float | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.cfg = cfg
@@ -145,12 +166,15 @@ class Recorder:
         self.buffer = BufferedWriter(writer, spool, batch_size=batch_size,
                                      flush_interval_s=flush_interval_s,
                                      retry_interval_s=retry_interval_s)  # fmt: skip
-        self.adapter = MqttAdapter(cfg, cfg.client_id_for(client_role), manual_ack=True,
+        self.client_id = cfg.client_id_for(client_role)
+        self.adapter = MqttAdapter(cfg, self.client_id, manual_ack=True,
                                    on_connect=self._connected)  # fmt: skip
+        self.status_interval_s = status_interval_s
         self.counts: Counter[str] = Counter()
         self.clock = clock
         self._logged: set[str] = set()
         self._task: asyncio.Task[None] | None = None
+        self._status_task: asyncio.Task[None] | None = None
         self._unacked = 0  # QoS 1 messages handed to the buffer, not yet acknowledged
 
     def subscriptions(self) -> list[tuple[str, int]]:
@@ -168,6 +192,8 @@ class Recorder:
         self.buffer.start()
         self.adapter.start()
         self._task = asyncio.create_task(self._consume(), name="recorder")
+        if self.status_interval_s is not None:
+            self._status_task = asyncio.create_task(self._status_loop(), name="recorder-status")
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set, then shut down cleanly."""
@@ -178,22 +204,67 @@ class Recorder:
             await self.close()
 
     async def close(self) -> None:
-        """Stop consuming, flush (acks go out), disconnect."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        """Stop consuming, write a last status point, flush (acks go out), disconnect."""
+        for task in (self._task, self._status_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._status_task = None
+        if self.status_interval_s is not None:
+            await self.write_status()
         await self.buffer.close()
         await self.adapter.stop()
         log.info("recorder counts: %s", dict(self.counts))
 
     def crash(self) -> None:
         """Tests: vanish like a killed process (nothing flushed, nothing acknowledged)."""
-        if self._task is not None:
-            self._task.cancel()
+        for task in (self._task, self._status_task):
+            if task is not None:
+                task.cancel()
         self.buffer.abort()
         self.adapter.kill()
+
+    def status(self) -> dict[str, float]:
+        """Backlog and counters: the fields of the ``recorder_status`` point.
+
+        ``spool_batches``/``spool_bytes`` (InfluxDB backlog on disk), ``buffered``
+        (points waiting for the next write), ``unacked`` (MQTT messages not yet
+        acknowledged), ``received``, ``invalid`` (all kinds), ``points_written``,
+        ``points_spooled``, ``points_rejected``, ``store_failed``.
+        """
+        spool = self.buffer.spool
+        done = self.buffer.counts
+        return {
+            "spool_batches": len(spool),
+            "spool_bytes": spool.bytes_used,
+            "buffered": self.buffer.buffered,
+            "unacked": self._unacked,
+            "received": self.counts["received"],
+            "invalid": sum(v for k, v in self.counts.items() if k.startswith("invalid_")),
+            **{k: done[k] for k in ("points_written", "points_spooled", "points_rejected",
+                                    "store_failed")},
+        }  # fmt: skip
+
+    async def write_status(self) -> bool:
+        """Queue a ``recorder_status`` point (written, or spooled, like the data).
+
+        Never waits for a write: when the point would complete a batch (the batch must
+        then wait for the previous write, which may be held while InfluxDB is down and
+        the spool full), it is skipped and counted as ``status_skipped``; ``False``.
+        """
+        if self.buffer.buffered + 1 >= self.buffer.batch_size:
+            self.counts["status_skipped"] += 1
+            return False
+        point = status_line(self.client_id, self.status(), round(self.clock() * 1000))
+        await self.buffer.add([point])
+        return True
+
+    async def _status_loop(self) -> None:
+        assert self.status_interval_s is not None
+        while True:
+            await asyncio.sleep(self.status_interval_s)
+            await self.write_status()
 
     def _invalid(self, kind: str, topic: str, exc: Exception) -> None:
         self.counts[f"invalid_{kind}"] += 1

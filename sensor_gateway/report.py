@@ -36,6 +36,7 @@ from numpy.typing import NDArray
 from cramp_signal.config import DetectorConfig
 from cramp_signal.detector import CrampDetector
 from cramp_signal.events import DetectorEvent, EnvelopeSummary
+from sensor_gateway.alerts import WEEKLY_ADVICE
 from sensor_gateway.errors import ConfigError, RecordingError
 from sensor_gateway.nights import (
     AFTER_S,
@@ -313,14 +314,7 @@ def advice(report: NightReport) -> list[str]:
     if any(e.severity == 3 for e in report.cramps):
         out.append("At least one cramp this night was severe (long or very strong). If severe "
                    "cramps keep coming, see a doctor.")  # fmt: skip
-    out += [
-        "See a doctor if cramps are frequent or severe, if you notice muscle weakness, or if "
-        "the leg is swollen, red or painful.",
-        "When a cramp starts: stretch the calf — straighten the knee and pull your toes up "
-        "towards you. Massage the muscle, then warm it (a warm towel, bath or shower).",
-        "Drink enough water during the day.",
-    ]
-    return out
+    return [*out, *WEEKLY_ADVICE]
 
 
 # --------------------------------------------------------------------------- plots

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 from pathlib import Path
+
+from sensor_gateway.commands._argtypes import positive_float
+from sensor_gateway.stop_signals import on_stop_signals
 
 HELP = "store crampwatch MQTT events, status and summaries in InfluxDB"
 
@@ -22,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``crampwatch record``."""
     parser.add_argument("--config", type=Path, metavar="TOML", help="config ([mqtt], [influx])")
     parser.add_argument(
-        "--duration", type=float, metavar="S", help="stop after S seconds (tests, demos)"
+        "--duration", type=positive_float, metavar="S", help="stop after S seconds (tests, demos)"
     )
 
 
@@ -50,18 +52,13 @@ def run(args: argparse.Namespace) -> int:
             batch_size=influx_cfg.batch_size,
             flush_interval_s=influx_cfg.flush_interval_s,
             retry_interval_s=influx_cfg.retry_interval_s,
+            status_interval_s=influx_cfg.status_interval_s or None,
         )
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
         if args.duration is not None:
-            loop.call_later(args.duration, stop.set)
-        try:
+            asyncio.get_running_loop().call_later(args.duration, stop.set)
+        with on_stop_signals(stop.set):
             await recorder.run(stop)
-        finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
 
     asyncio.run(main())
     return 0

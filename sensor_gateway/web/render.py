@@ -6,6 +6,7 @@ from pathlib import Path
 
 import jinja2
 
+from sensor_gateway.alerts import WEEKLY_ADVICE
 from sensor_gateway.nights import SEVERITY_LABELS
 
 __all__ = ["duration", "environment", "num", "pct"]
@@ -52,4 +53,5 @@ def environment() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters.update(duration=duration, pct=pct, num=num, severity=severity)
+    env.globals["care_advice"] = WEEKLY_ADVICE  # the alerts' advice, one text everywhere
     return env

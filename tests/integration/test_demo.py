@@ -57,6 +57,11 @@ def _read_until(proc: subprocess.Popen[str], pattern: str, timeout_s: float) -> 
     not (os.access(MOSQUITTO, os.X_OK) and os.access(INFLUXD, os.X_OK)),
     reason="mosquitto or influxd is not installed",
 )
+def _field_keys(influx: InfluxServer, measurement: str) -> set[str]:
+    doc: Any = influx.query(f'SHOW FIELD KEYS FROM "{measurement}"', "crampwatch")
+    return {v[0] for s in doc["results"][0].get("series", []) for v in s["values"]}
+
+
 def test_demo_runs_the_live_path_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
     pytest.importorskip("bluezoo", reason="bluezoo (BlueZ emulation) is not installed")
     data = tmp_path / "demo"
@@ -91,8 +96,14 @@ def test_demo_runs_the_live_path_and_ctrl_c_stops_everything(tmp_path: Path) -> 
         doc = influx.query(
             'SELECT count("episode") FROM "cramp_event" GROUP BY "type"', "crampwatch"
         )
+        fields = {m: _field_keys(influx, m)
+                  for m in ("band_status", "gateway_status", "recorder_status")}  # fmt: skip
     finally:
         influx.stop()
+    # the real gateway's band status: its "time" is the timestamp, not a field named time
+    assert "time" not in fields["band_status"] and "connected" in fields["band_status"]
+    assert {"online", "outbox_entries", "outbox_bytes"} <= fields["gateway_status"]
+    assert {"spool_batches", "spool_bytes", "points_written"} <= fields["recorder_status"]
     results: Any = doc["results"]
     counts = {s["tags"]["type"]: s["values"][0][1] for s in results[0].get("series", [])}
     assert counts.get("cramp_confirmed") == 1, counts

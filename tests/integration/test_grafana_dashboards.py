@@ -248,6 +248,10 @@ def test_tonight_numbers_match_what_was_recorded(
     assert max(r["peak"] or 0.0 for r in envelope) > max(r["noise floor"] or 0.0 for r in envelope)
     onsets = rows_of(out, "Cramp onsets", "")
     assert len(onsets) == len(tonight.of_type("cramp_confirmed"))
+    posture = rows_of(out, "Leg movement and posture (accelerometer)", "B")
+    assert sorted(r["posture changes in cramp"] for r in posture) == sorted(
+        float(e["posture_changes"]) for e in ends
+    )
 
 
 def test_trends_per_night_counts_match_the_nights(
@@ -297,3 +301,35 @@ def test_gateway_health_reflects_the_status_records(
     )
     drift = [r["drift"] for r in rows_of(out, "Clock drift") if r.get("drift") is not None]
     assert min(drift) >= 12.0 and max(drift) <= 12.0 + 0.5 * night_db.tonight.hours + 1e-9
+
+
+def test_gateway_health_shows_the_mqtt_and_influxdb_backlog(
+    night_db: LoadedNights, influxdb: InfluxServer
+) -> None:
+    """The gateway's outbox (gateway_status) and the recorder's spool (recorder_status).
+
+    The replay publishes a gateway status with every band status (once a minute); the
+    recorder writes its status every half second and at its stop.  Nothing was lost on
+    the loopback broker, so the outbox only ever held events not yet acknowledged and
+    the spool stayed empty; the recorder's last point counts what it wrote.
+    """
+    out = results(night_db, influxdb, GRAFANA / "dashboards" / "gateway-health.json")
+    tonight = night_db.tonight
+    title = "MQTT outbox (gateway → broker)"
+    entries = [r["outbox events"] for r in rows_of(out, title) if r["outbox events"] is not None]
+    assert len(entries) >= len(tonight.statuses) // 2  # one per status round, 30-s buckets
+    assert 0 <= max(entries) <= sum(len(n.events) for n in night_db.nights)
+    assert entries[-1] == 0  # drained before the gateway went offline
+    assert all(r["outbox bytes"] >= 0 for r in rows_of(out, title, "B") if r["outbox bytes"])
+    losses = [r for r in rows_of(out, title, "C") if r["summaries dropped"] is not None]
+    assert losses and all(r["summaries dropped"] == r["events refused"] == 0 for r in losses)
+    title = "InfluxDB spool (recorder → InfluxDB)"
+    spool = [r for r in rows_of(out, title) if r["spool batches"] is not None]
+    assert spool and all(r["spool batches"] == 0 for r in spool)
+    assert {r["recorder"] for r in spool} == {r["recorder"] for r in rows_of(out, title, "B")}
+    totals = [r for r in rows_of(out, title, "C") if r["points rejected"] is not None]
+    assert totals and all(r["points rejected"] == r["invalid messages"] == 0 for r in totals)
+    (written,) = run(influxdb, night_db.database, 'SELECT last("points_written") AS "n" '
+                     'FROM "recorder_status"')  # fmt: skip
+    stored = sum(len(n.events) + len(n.summaries) + len(n.statuses) for n in night_db.nights)
+    assert written[0]["n"] >= stored  # at its stop it had written every night's points

@@ -102,6 +102,10 @@ async def _test_broker_killed_mid_stream_loses_and_duplicates_nothing(rig: Rig) 
     print(f"broker kill: sent={len(sent)} received={recorder.counts['received']} "
           f"stored={len(rows)}")  # fmt: skip
     check_exactly_once(rows, sent)
+    # the gateway status sent at the reconnect carried the outbox backlog
+    backlog = await rig.query.rows("SELECT max(outbox_entries) AS n, max(outbox_bytes) AS b "
+                                   f"FROM gateway_status WHERE gateway = '{rig.gw}'")  # fmt: skip
+    assert backlog and backlog[0]["n"] >= 50 and backlog[0]["b"] > 0
 
 
 async def _test_influxdb_down_spools_and_drains_in_order(rig: Rig) -> None:
@@ -118,13 +122,21 @@ async def _test_influxdb_down_spools_and_drains_in_order(rig: Rig) -> None:
         await asyncio.sleep(0.05)
     assert recorder.buffer.counts["points_spooled"] == 30
     assert len(recorder.buffer.spool) > 0
+    backlog = recorder.status()
+    assert backlog["spool_batches"] == len(recorder.buffer.spool) and backlog["spool_bytes"] > 0
+    await recorder.write_status()  # spooled as well: the outage is on the record afterwards
     await asyncio.get_running_loop().run_in_executor(None, rig.influxdb.start)
     await publish(sink, sent[60:])
     rows = await rig.wait_stored(len(sent))
     print(f"influx stop: sent={len(sent)} received={recorder.counts['received']} "
           f"spooled={recorder.buffer.counts['points_spooled']} stored={len(rows)}")  # fmt: skip
     check_exactly_once(rows, sent)
+    await until(lambda: len(recorder.buffer.spool) == 0, 5.0)
     assert len(recorder.buffer.spool) == 0
+    status = await rig.query.rows("SELECT spool_batches, spool_bytes FROM recorder_status")
+    assert [(r["spool_batches"], r["spool_bytes"]) for r in status] == [
+        (backlog["spool_batches"], backlog["spool_bytes"])
+    ]
 
 
 async def _test_full_spool_holds_acks_and_loses_nothing(rig: Rig) -> None:

@@ -27,8 +27,11 @@ from datetime import date
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import matplotlib.image as mpimg
+import numpy as np
 import pytest
 
+from sensor_gateway.alerts import WEEKLY_ADVICE
 from sensor_gateway.influx import InfluxQuery, InfluxV1Writer, line
 from sensor_gateway.nights import NightStore, local_time, night_of, quote_ident, quote_string
 from sensor_gateway.web.render import duration
@@ -165,7 +168,9 @@ def test_cramp_detail_page(night_view: str, night_db: LoadedNights, browser_prof
     after = dom.text_of("after")
     assert after.endswith(".") and ("leg" in after.lower() or "accelerometer" in after.lower())
     assert dom.find("rect", class_="ep-span")
-    assert "pull your toes up" in "".join(t for _a, t in dom.find("aside"))
+    aside = " ".join("".join(t for _a, t in dom.find("aside")).split())
+    assert "pull your toes up" in aside
+    assert all(sentence in aside for sentence in WEEKLY_ADVICE)  # the alerts' advice, verbatim
 
 
 def test_trends_page(night_view: str, night_db: LoadedNights, browser_profile: Path) -> None:
@@ -194,6 +199,26 @@ def test_screenshots_are_not_blank(
                         profile=browser_profile)  # fmt: skip
         assert done.returncode == 0 and png.exists(), done.stderr[-2000:]
         assert_not_blank(png)
+        rgb = mpimg.imread(png)[..., :3]
+        median = float(np.median(rgb.mean(axis=-1)))
+        print(f"{name} screenshot: median brightness {median:.2f}")
+        assert median < 0.2, f"{name}: not the dark theme"
+
+
+def test_night_prints_on_a_few_pages(
+    night_view: str, night_db: LoadedNights, browser_profile: Path, tmp_path: Path
+) -> None:
+    """Chromium's print path (the print stylesheet: light, compact, no navigation) makes a
+    PDF of a few pages for the night, not one page per screenful."""
+    pdf = tmp_path / "night.pdf"
+    url = f"{night_view}/nights/{night_db.tonight.day.isoformat()}"
+    done = chromium(f"--print-to-pdf={pdf}", "--no-pdf-header-footer", url,
+                    profile=browser_profile)  # fmt: skip
+    assert done.returncode == 0 and pdf.exists(), done.stderr[-2000:]
+    raw = pdf.read_bytes()
+    pages = len(re.findall(rb"/Type\s*/Page(?!s)", raw))
+    print(f"night printed on {pages} pages ({len(raw)} bytes)")
+    assert raw.startswith(b"%PDF-") and 1 <= pages <= 4, pages
 
 
 def test_bad_parameters_are_refused(night_view: str) -> None:

@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from firmware_sim.night import NightConfig, SyntheticNight
+from sensor_gateway.alerts import WEEKLY_ADVICE
 from sensor_gateway.cli import main
 from sensor_gateway.nights import local_time
 from sensor_gateway.recordings import RecordingWriter
@@ -48,6 +49,7 @@ def check_files(out: Path, plots: tuple[str, ...]) -> tuple[str, Dom]:
     advice = dom.text_of("advice").lower()
     for phrase in ADVICE:
         assert phrase in advice, phrase
+    assert all(sentence.lower() in advice for sentence in WEEKLY_ADVICE)  # the alerts' text
     return html, dom
 
 

@@ -228,7 +228,7 @@ def test_weekly_rule_fires_at_the_threshold_with_plain_advice() -> None:
         "doctor",
         "frequent or severe",
         "muscle weakness",
-        "swollen or red",
+        "swollen, red",
         "stretch the calf",
         "pull your toes up",
         "massage",

@@ -173,6 +173,22 @@ def test_summary_status_and_gateway_status_round_trip() -> None:
         parse_message(TOPICS.gateway_status("gw2"), build_gateway_status("gw1", True, T0))
 
 
+def test_gateway_status_carries_the_outbox_backlog() -> None:
+    backlog = {"outbox_entries": 12, "outbox_bytes": 4096, "summaries_dropped": 3,
+               "events_refused": 0}  # fmt: skip
+    up = parse_message(TOPICS.gateway_status("gw1"),
+                       build_gateway_status("gw1", True, T0, backlog))  # fmt: skip
+    assert isinstance(up, GatewayStatusMessage)
+    assert up.backlog == {k: float(v) for k, v in backlog.items()} and up.online
+    with pytest.raises(MessageError):  # only the documented counters
+        build_gateway_status("gw1", True, T0, {"outbox_entries": 1, "cpu": 2})
+    for bad in (-1, "12", True, 1e300):
+        doc = json.loads(build_gateway_status("gw1", True, T0))
+        doc["outbox_entries"] = bad
+        with pytest.raises(MessageError):
+            parse_message(TOPICS.gateway_status("gw1"), json.dumps(doc).encode())
+
+
 def test_summary_with_absurd_or_unknown_values_is_refused() -> None:
     base = {"t_s": 1.0, "rms_uv": 3.0, "peak_uv": 4.0, "noise_floor_uv": 1.0,
             "on_threshold_uv": 2.0, "quality": "ok", "acc_activity_g": 0.0,

@@ -24,16 +24,20 @@ from sensor_gateway.messages import (
     EVENT_NAMESPACE,
     EventMessage,
     MessageError,
+    StatusMessage,
     SummaryMessage,
     Topics,
     build_event,
+    build_gateway_status,
+    build_status,
     build_summary,
     event_id,
     parse_message,
+    utc_ms,
 )
 from sensor_gateway.mqtt import MqttConfig, Received, default_gateway_id, tls_context
 from sensor_gateway.outbox import Outbox
-from sensor_gateway.recorder import Recorder, to_line
+from sensor_gateway.recorder import Recorder, status_line, to_line
 
 T0 = 1_709_254_800.0
 TOPICS = Topics()
@@ -88,6 +92,47 @@ def test_fast_event_and_summary_points_equal_the_generic_line_protocol() -> None
     point = to_line(parse_message(*_event(1)), 0)
     assert 'severity="mod \\"x\\""' in point and "ok=false" in point and "duration_s=31.0," in point
     assert "median_frequency_hz" not in point  # null details are left out
+
+
+def test_status_points_keep_the_timestamp_out_of_the_fields() -> None:
+    """A band status' ``time`` key is the point's time, never a field named ``time``
+    (InfluxQL cannot select such a field); the gateway status keeps its backlog."""
+    status = {"connected": True, "battery_pct": 80, "time": T0 + 5.0}  # as Gateway.band_status
+    msg = parse_message(TOPICS.status("band-a"), build_status("gw1", "band-a", T0, status))
+    assert isinstance(msg, StatusMessage) and "time" in msg.status
+    point = to_line(msg, 0)
+    assert point == line("band_status", {"band": "band-a", "gateway": "gw1"},
+                         {"connected": True, "battery_pct": 80.0}, msg.time_ms)  # fmt: skip
+    only_time = parse_message(TOPICS.status("band-a"),
+                              build_status("gw1", "band-a", T0, {"time": T0}))  # fmt: skip
+    assert to_line(only_time, 0).split(" ")[1] == "present=true"
+    gw = parse_message(TOPICS.gateway_status("gw1"),
+                       build_gateway_status("gw1", True, T0, {"outbox_entries": 7}))  # fmt: skip
+    assert to_line(gw, 0) == line("gateway_status", {"gateway": "gw1"},
+                                  {"online": True, "outbox_entries": 7.0}, utc_ms(T0))  # fmt: skip
+
+
+def test_recorder_status_point_has_its_backlog_and_counters(tmp_path: Path) -> None:
+    async def main() -> None:
+        rec = Recorder(MqttConfig(username="recorder", gateway_id="gw1"), _Writer(),
+                       Outbox(tmp_path / "spool"), status_interval_s=60.0,
+                       clock=lambda: T0)  # fmt: skip
+        rec.buffer.spool.append(b"envelope x=1 1")  # a batch left from an InfluxDB outage
+        messages = [_event(1), _summary(2), (TOPICS.event("b"), b"{")]  # the last one invalid
+        await rec.store([Received(t, p, 0, False, k, 0) for k, (t, p) in enumerate(messages)])
+        status = rec.status()
+        assert status["spool_batches"] == 1 and status["spool_bytes"] > 0
+        assert (status["received"], status["invalid"], status["buffered"]) == (3, 1, 2)
+        point = status_line(rec.client_id, status, utc_ms(T0))
+        assert point.startswith("recorder_status,recorder=crampwatch-recorder-gw1 ")
+        assert "spool_batches=1.0," in point and point.endswith(f" {utc_ms(T0)}")
+        assert await rec.write_status() and rec.buffer.buffered == 3
+        rec.buffer.batch_size = 4  # the next point would start a write: never waited for
+        assert not await rec.write_status() and rec.counts["status_skipped"] == 1
+        assert rec.buffer.buffered == 3
+        rec.buffer.spool.close()
+
+    asyncio.run(main())
 
 
 def _recorder(tmp: Path) -> Recorder:

@@ -380,7 +380,7 @@ def test_simulate_command_writes_csv_and_bdf(tmp_path: Path, name: str) -> None:
     [
         (["--profile", "nightmare"], "unknown profile 'nightmare'"),
         (["--hours", "30"], "hours must be"),
-        (["--format", "CSV", "--hours", "0"], "hours must be"),
+        (["--format", "CSV", "--hours", "25"], "hours must be"),
     ],
 )
 def test_simulate_command_refuses_bad_settings(
