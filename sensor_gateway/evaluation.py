@@ -612,21 +612,7 @@ def group_of(result: RecordingResult) -> str:
     return src.profile if isinstance(src, SimulatedSource) else src.path.parent.name
 
 
-GROUP_CRAMP_HEADERS = (
-    "profile",
-    "nights",
-    "hours",
-    "cramps",
-    "TP",
-    "FN",
-    "FP",
-    "FP/h",
-    "sens",
-    "prec",
-    "|onset err| med ms",
-    "onset lat med ms",
-    "confirm lat med ms",
-)
+GROUP_CRAMP_HEADERS = ("profile", "nights", *CRAMP_HEADERS[1:12])  # hours .. confirm lat
 GROUP_BURST_HEADERS = (
     "set",
     "files",

@@ -7,7 +7,8 @@ alarm.  Three panels share the time axis:
    causal detector saw), with truth spans shaded;
 2. a 50-ms moving RMS of that display signal, the detector's own 1-s RMS, noise
    floor and on-threshold from its :class:`EnvelopeSummary` records (one per
-   second), the off-threshold ``floor x off_ratio`` recomputed from the config, and
+   second), ``floor x off_ratio`` recomputed from the config (the release
+   threshold is that or the resting 99th percentile, whichever is higher), and
    a marker for every detector event (solid at ``t_s``, dashed at ``emitted_at_s``);
 3. the accelerometer magnitude ``|a|`` in g.
 
@@ -265,7 +266,7 @@ def render(
                 st,
                 floor * off_ratio,
                 where="pre",
-                label="off threshold",
+                label="floor × off_ratio (release ≥ this)",
                 color="tab:purple",
                 ls=":",
             )

@@ -34,8 +34,15 @@ class DetectorConfig:
         little power after the band-pass and each notch costs a biquad per sample.
     mains_line_ratio : 10.0
         A line must have 10 dB more power than its +-4..8 Hz neighbourhood.
-    mains_notch_q : 30.0
-        Notch quality factor: ~1.7 Hz wide at 50 Hz, removes < 1 % of EMG power.
+    mains_notch_q : 10.0
+        Notch quality factor: 5 Hz wide at 50 Hz (15 Hz at 150 Hz), the three
+        notches remove ~7 % of a white 20-450 Hz band.  A sharper notch rings
+        longer after a spike (time constant ~ Q / (pi f0)): at Q = 30 a 190-uV
+        fasciculation potential leaves a 50-Hz tail of 2-13 uV for 200 ms, which
+        bridged prelude spikes into one candidate; at Q = 10 the tail is < 2 uV
+        after 0.1 s.  On the tuning nights (seeds 100-119, 8 h) Q 30 -> 10 took
+        the median |onset error| from 38 to 30 ms and its p95 from 252 to 140 ms
+        with the same detections; it also tolerates grid-frequency drift.
     mains_check_s : 5.0
         Seconds between mains checks (on the last complete 1-s block) until a line
         is found; short enough to catch a mains burst, rare enough to stay cheap.
@@ -49,14 +56,18 @@ class DetectorConfig:
         onsets): short for latency, long enough to average ~50-100 samples.
     floor_init_s : 0.25
         The noise floor is first estimated from this much signal (public labelled
-        sets have bursts from 0.43 s on).
+        sets have bursts from 0.43 s on): the median of the envelope, and its peak
+        standing in for the 99th percentile (too few independent values yet).
     floor_fall : 0.5
         Per 1-s block, weight of a lower block median (fast fall: a floor first
         estimated during activity drops within seconds).
     floor_rise : 0.05
         Per 1-s block, weight of a higher block median (20-s time constant); only
         blocks that are at least half idle and of good quality update the floor, so
-        it does not climb during long contractions.
+        it does not climb during long contractions.  During warm-up the n-th update
+        rises with weight max(1/n, 0.05) (a running mean of the first blocks), so a
+        crude first estimate is corrected within seconds (at 250 Hz it opened
+        candidates on noise in the first seconds).
     min_floor_uv : 1e-6
         Lower bound of the floor (avoid a zero threshold on a flat line).
 
@@ -82,24 +93,58 @@ class DetectorConfig:
         (otherwise heart beats that open short candidates would never be learnt
         as background); longer activity never does.
     onset_hold_s : 0.09
-        Second threshold: the envelope must be above the onset threshold in ...
+        Second threshold: the envelope must be above the onset threshold now and
+        above the hold threshold (below) in ...
     onset_hold_fraction : 0.8
         ... at least 80 % of the frames of the last 90 ms, i.e. 75 ms: longer than
         the 50-ms RMS window, so one isolated spike (a fasciculation, an ECG
         residue), which keeps the envelope up for one window length, never opens
         an episode.
+    onset_hold_level : 0.5
+        The hold threshold, between the release (0) and the onset threshold (1).
+        Below 1, a slowly rising contraction has served part of its hold before it
+        reaches the onset threshold: on 200 short tuning nights (seeds 3000-3199,
+        160 cramps) the p95 ``spasm_onset`` latency went from 301 ms (1.0) to
+        286 ms (0.5) and 276 ms (0.0), the low-SNR cramps with 0.4-0.8-s ramps being
+        the slow ones; 0.0 opened candidates on noise in the first seconds at
+        250 Hz (20 min of white noise: 4 at 0.0, 1 at 0.5, 0 at 1.0).
     onset_lookback_s : 0.5
         Onset refinement searches this far back (likelihood-ratio change point on
         the frame energies, Staude et al. 2001).
     onset_backtrack_s : 0.05
         After the change point, step back over frames still above the resting
-        power (at most 50 ms): the first, weak part of the recruitment ramp.
+        power (at most 50 ms): the first, weak part of the recruitment ramp.  Then
+        the rising edge is extrapolated back to the resting level (again at most
+        50 ms): a fitted line through the excess amplitude of the frames ...
+    onset_edge_min : 0.5
+        ... at least 0.5 x the resting RMS above rest ...
+    onset_edge_fraction : 0.5
+        ... up to the first frame at half the window's peak.  Tuned on 213 onsets
+        of 300 short simulated nights (seeds 1000-1299) and the 49 detected bursts of
+        the public simulated_onsets set: median |onset error| 37 -> 22 ms and
+        29 -> 25 ms; varying either value by +-0.1..0.3 changes those by < 5 ms.
     clear_relax_s : 0.3
         An unconfirmed candidate is cleared after this long below the release
         threshold (short voluntary bursts 0.3-2 s apart stay separate).
+    restart_pause_s : 0.1
+        A pause this long (below the release threshold) inside an unconfirmed
+        candidate restarts it: confirmation needs ``confirm_s`` of activity without
+        such a pause, and the onset is re-anchored where the onset criterion is met
+        again (``cramp_confirmed`` then carries the new onset; what came before the
+        pause, e.g. fasciculation spikes whose 50-ms RMS and notch ringing bridge the
+        gaps between them, is reported as ``prelude_s``).  Shorter than
+        ``clear_relax_s``, so short bursts 0.1-0.3 s apart still form one candidate
+        but never add up to a cramp; longer than the troughs of a waxing/waning
+        cramp plateau, which stay above the release threshold.
     end_relax_s : 2.0
-        A confirmed cramp ends only after 2 s below the release threshold, so a
-        waxing/waning plateau is one cramp.
+        A confirmed cramp ends when the envelope was below the release threshold in
+        ``end_quiet_fraction`` of the frames of the last 2 s (and is now), so a
+        waxing/waning plateau is one cramp ...
+    end_quiet_fraction : 0.8
+        ... and heart beats do not keep a cramp open: the QRS residue crosses the
+        resting 99th percentile (part of the release threshold) about once a
+        second for 50-100 ms, so a strict 2-s run below it may never come (on a
+        held-out night a 19-s cramp stayed open for 15 min that way).
     confirm_s : 12.0
         Sustained activity needed to confirm a cramp.  AASM leg movements (PLM)
         last 0.5-10 s, and voluntary isometric efforts in the public set last 10 s,
@@ -121,8 +166,14 @@ class DetectorConfig:
         EMG amplitudes stay below ~5 mV peak (the public 250-Hz TA recording has
         2-mV steps inside real bursts).
     lead_off_rms_uv : 0.005
-        A 1-s block whose band-passed RMS is below this is a flat line (lead-off);
-        any connected electrode shows at least amplifier noise.
+        A frame whose 50-ms envelope is below this is flat (lead-off); any connected
+        electrode shows at least amplifier noise.  Absolute, so it also works before
+        the noise floor is known ...
+    lead_off_floor_ratio : 0.01
+        ... and a frame 40 dB below the noise floor is flat too (unit-free: the
+        band sends a constant when its lead-off detector trips, and the band-passed
+        constant decays through this within ~0.15 s, before the floor learns it).
+        A second with a flat frame is ``lead_off`` and never updates the floor.
     artefact_guard_s : 0.2
         No onset is declared within 200 ms after a pop/saturation/gap frame (the
         band-pass rings for ~1/20 Hz).
@@ -133,6 +184,16 @@ class DetectorConfig:
         Dynamic acceleration (RMS over a second, all axes) below this is "still".
     posture_change_deg : 30.0
         Rotation of the gravity vector between seconds above this is a posture change.
+    motion_fraction : 0.5
+        A candidate whose limb moved (dynamic acceleration >= ``still_acc_g``) in at
+        least half of its seconds ...
+    motion_min_intensity : 20.0
+        ... is confirmed only once its mean RMS is >= 20 x the floor: sustained
+        activity on a moving limb may be motion artefact or post-cramp stretching
+        (on a check night, seed 37, a 13-s stretch with 50-300-uV motion artefact
+        was confirmed at 11.6 x).  Cramps seen so far leave the limb still, and a
+        contraction that strong is confirmed whatever the limb does, so clear EMG
+        evidence is never vetoed; without accelerometer nothing changes.
 
     Severity grade (on ``cramp_end``)
     ---------------------------------
@@ -151,7 +212,7 @@ class DetectorConfig:
     mains_candidates_hz: tuple[float, ...] = (50.0, 60.0)
     mains_harmonics: int = 3
     mains_line_ratio: float = 10.0
-    mains_notch_q: float = 30.0
+    mains_notch_q: float = 10.0
     mains_check_s: float = 5.0
     frame_s: float = 0.005
     fast_window_s: float = 0.05
@@ -167,19 +228,27 @@ class DetectorConfig:
     noise_young_s: float = 1.0
     onset_hold_s: float = 0.09
     onset_hold_fraction: float = 0.8
+    onset_hold_level: float = 0.5
     onset_lookback_s: float = 0.5
     onset_backtrack_s: float = 0.05
+    onset_edge_min: float = 0.5
+    onset_edge_fraction: float = 0.5
     clear_relax_s: float = 0.3
+    restart_pause_s: float = 0.1
     end_relax_s: float = 2.0
+    end_quiet_fraction: float = 0.8
     confirm_s: float = 12.0
     prelude_window_s: float = 5.0
     prelude_min_spikes: int = 3
     saturation_uv: float = 16000.0
     pop_step_uv: float = 5000.0
     lead_off_rms_uv: float = 0.005
+    lead_off_floor_ratio: float = 0.01
     artefact_guard_s: float = 0.2
     still_acc_g: float = 0.02
     posture_change_deg: float = 30.0
+    motion_fraction: float = 0.5
+    motion_min_intensity: float = 20.0
     severe_duration_s: float = 120.0
     moderate_duration_s: float = 30.0
     severe_intensity: float = 30.0
@@ -212,18 +281,32 @@ class DetectorConfig:
             raise ConfigurationError("need 0 < peak_off_ratio <= peak_on_ratio")
         if self.noise_young_s < 0:
             raise ConfigurationError("noise_young_s must be >= 0")
-        if self.onset_backtrack_s < 0:
-            raise ConfigurationError("onset_backtrack_s must be >= 0")
+        if self.onset_backtrack_s < 0 or self.onset_edge_min < 0:
+            raise ConfigurationError("onset_backtrack_s and onset_edge_min must be >= 0")
+        if not 0.0 < self.onset_edge_fraction <= 1.0:
+            raise ConfigurationError("onset_edge_fraction must be in (0, 1]")
         if not 1.0 < self.off_ratio <= self.on_ratio:
             raise ConfigurationError("need 1 < off_ratio <= on_ratio (hysteresis)")
         if not 0.0 < self.onset_hold_fraction <= 1.0:
             raise ConfigurationError("onset_hold_fraction must be in (0, 1]")
+        if not 0.0 <= self.onset_hold_level <= 1.0:
+            raise ConfigurationError("onset_hold_level must be in [0, 1]")
         if not (0.0 < self.floor_fall <= 1.0 and 0.0 <= self.floor_rise <= 1.0):
             raise ConfigurationError("floor_fall must be in (0, 1], floor_rise in [0, 1]")
-        if self.lead_off_rms_uv < 0 or self.artefact_guard_s < 0:
-            raise ConfigurationError("lead_off_rms_uv and artefact_guard_s must be >= 0")
-        if self.clear_relax_s > self.end_relax_s:
-            raise ConfigurationError("clear_relax_s must not exceed end_relax_s")
+        if min(self.lead_off_rms_uv, self.lead_off_floor_ratio, self.artefact_guard_s) < 0:
+            raise ConfigurationError(
+                "lead_off_rms_uv, lead_off_floor_ratio and artefact_guard_s must be >= 0"
+            )
+        if self.lead_off_floor_ratio >= 1.0:
+            raise ConfigurationError("lead_off_floor_ratio must be below 1")
+        if not self.clear_relax_s <= self.end_relax_s <= self.confirm_s:
+            raise ConfigurationError("need clear_relax_s <= end_relax_s <= confirm_s")
+        if not 0.0 < self.motion_fraction <= 1.0 or self.motion_min_intensity < 0:
+            raise ConfigurationError("need 0 < motion_fraction <= 1, motion_min_intensity >= 0")
+        if not 0.0 < self.end_quiet_fraction <= 1.0:
+            raise ConfigurationError("end_quiet_fraction must be in (0, 1]")
+        if not 0.0 < self.restart_pause_s <= self.clear_relax_s:
+            raise ConfigurationError("need 0 < restart_pause_s <= clear_relax_s")
         if not (
             self.moderate_duration_s <= self.severe_duration_s
             and self.moderate_intensity <= self.severe_intensity

@@ -17,7 +17,7 @@ SIGNAL_QUALITY = "signal_quality"
 EVENT_TYPES = (SPASM_ONSET, CRAMP_CONFIRMED, CRAMP_END, SPASM_CLEARED, PRELUDE, SIGNAL_QUALITY)
 
 #: Quality labels of a second of signal, worst first.
-QUALITIES = ("gap", "lead_off", "saturated", "artefact", "ok")
+QUALITIES = ("gap", "saturated", "lead_off", "artefact", "ok")
 
 DetailValue = float | int | str | bool | None
 

@@ -17,6 +17,8 @@ References
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numpy.typing import NDArray
 
@@ -36,51 +38,56 @@ def tkeo(x: FloatArray) -> FloatArray:
     return np.asarray(x[1:-1] ** 2 - x[:-2] * x[2:])
 
 
-class MovingMean:
-    """Causal moving mean over ``n`` values, continued across calls.
+class WindowSums:
+    """Sums of every ``n`` consecutive values, each added in the same fixed order.
 
-    Each output sums exactly the same ``n`` values in the same order whatever the
-    chunking (sliding-window view, not a running cumulative sum), so streamed and
-    whole-signal outputs are bit-identical.  The history is primed with the first
-    value seen, so the first outputs equal it instead of ramping up from zero.
+    ``sums(v)`` returns ``len(v) - n + 1`` sums.  Each is the reduction of one row of
+    a gathered ``(rows, n)`` array (the windows are copied through a precomputed
+    index table), so a value's window sum does not depend on where the window sits
+    in ``v`` and a stream cut into chunks of any size gives bit-identical sums
+    (a running cumulative sum would not).
     """
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, max_rows: int) -> None:
         self.n = max(1, int(n))
-        self._hist: FloatArray | None = None
+        self._index = np.arange(max(1, max_rows))[:, None] + np.arange(self.n)[None, :]
 
-    def process(self, v: FloatArray) -> FloatArray:
-        """Moving mean of ``v`` (same length), using the last ``n - 1`` earlier values."""
-        if v.size == 0:
-            return v
-        if self._hist is None:
-            self._hist = np.full(self.n - 1, v[0])
-        full = np.concatenate([self._hist, v])
-        out = np.lib.stride_tricks.sliding_window_view(full, self.n).sum(axis=1) / self.n
-        self._hist = full[len(full) - (self.n - 1) :] if self.n > 1 else full[:0]
-        return np.asarray(out)
+    def sums(self, v: FloatArray) -> FloatArray:
+        """Window sums of ``v`` (at most ``max_rows`` of them)."""
+        rows = v.size - self.n + 1
+        if rows <= 0:
+            return np.zeros(0)
+        if rows > self._index.shape[0]:
+            self._index = np.arange(rows)[:, None] + np.arange(self.n)[None, :]
+        return np.asarray(np.add.reduce(v[self._index[:rows]], axis=1))
 
 
-class MovingCount:
-    """Causal count of true values among the last ``n`` booleans (Bonato's r-of-m test [4]_)."""
+def window_counts(b: BoolArray, n: int) -> NDArray[np.int64]:
+    """Count of trues in each window of ``n`` consecutive booleans (Bonato's r-of-m test [4]_).
 
-    def __init__(self, n: int) -> None:
-        self.n = max(1, int(n))
-        self._hist = np.zeros(self.n - 1, dtype=np.int64)
+    ``b`` holds the ``n - 1`` values before the first window's end, then one value per
+    output; returns ``len(b) - n + 1`` exact integer counts.
+    """
+    c = np.concatenate([[0], np.cumsum(b, dtype=np.int64)])
+    return np.asarray(c[n:] - c[: c.size - n])
 
-    def process(self, b: BoolArray) -> NDArray[np.int64]:
-        """Counts for each element of ``b`` (same length)."""
-        if b.size == 0:
-            return np.zeros(0, dtype=np.int64)
-        full = np.concatenate([self._hist, b.astype(np.int64)])
-        c = np.concatenate([[0], np.cumsum(full)])
-        self._hist = full[len(full) - (self.n - 1) :] if self.n > 1 else full[:0]
-        return np.asarray(c[self.n :] - c[: -self.n])
 
-    @property
-    def last(self) -> bool:
-        """The most recent boolean (False before any)."""
-        return bool(self._hist[-1]) if self._hist.size else False
+def median_and_percentile(v: FloatArray, q: float) -> tuple[float, float]:
+    """Median and ``q``-th percentile of ``v`` (linear interpolation, ``numpy.percentile``'s rule).
+
+    One sort of ``v``; much cheaper than :func:`numpy.percentile` on the ~200 values
+    of a second of frames.
+    """
+    s = np.sort(v)
+    return _interpolate(s, 0.5), _interpolate(s, q / 100.0)
+
+
+def _interpolate(s: FloatArray, frac: float) -> float:
+    pos = frac * (s.size - 1)
+    lo = math.floor(pos)
+    hi = min(lo + 1, s.size - 1)
+    a, b = float(s[lo]), float(s[hi])
+    return a + (b - a) * (pos - lo)
 
 
 def run_lengths(b: BoolArray, carry: int) -> NDArray[np.int64]:
@@ -129,6 +136,38 @@ def variance_change_point(energy: FloatArray, noise_power: float) -> int:
     p1 = np.maximum(tail / count, s0)
     ll = before - count * (np.log(p1) + 1.0)
     return int(np.argmax(ll))
+
+
+def rising_edge_start(
+    energy: FloatArray, noise_power: float, start: int, min_excess: float, top_fraction: float
+) -> float:
+    """Where the rising edge of the activity, extrapolated back, meets the resting level.
+
+    The excess amplitude of each frame, ``sqrt(max(energy - noise_power, 0))`` in
+    units of the resting RMS, is fitted by a straight line (least squares) over the
+    frames from ``start`` that are at least ``min_excess`` and come before the
+    amplitude first reaches ``top_fraction`` of its peak in the window; the line's
+    zero crossing is returned (a fractional frame index, frame ``j`` starting at
+    ``j``).  A recruitment ramp that starts below the noise is thereby dated to its
+    start rather than to where it emerged from the noise; with fewer than two
+    frames or no positive slope ``start`` is returned.  The caller bounds the result.
+    """
+    rms = math.sqrt(max(noise_power, 1e-300))
+    amp = np.sqrt(np.maximum(energy[start:] - noise_power, 0.0)) / rms
+    if amp.size < 2:
+        return float(start)
+    reach = np.flatnonzero(amp >= top_fraction * amp.max())
+    edge = amp[: int(reach[0]) + 1]
+    x = np.flatnonzero(edge >= min_excess).astype(np.float64)
+    if x.size < 2:
+        return float(start)
+    y = edge[x.astype(np.int64)]
+    xm, ym = float(x.mean()), float(y.mean())
+    sxx = float(((x - xm) ** 2).sum())
+    slope = float(((x - xm) * (y - ym)).sum()) / sxx
+    if not slope > 0:
+        return float(start)
+    return start + xm - ym / slope
 
 
 def median_frequency(psd: FloatArray, freqs: FloatArray) -> float:

@@ -33,6 +33,15 @@ from cramp_signal.errors import ConfigurationError
 
 FloatArray = NDArray[np.float64]
 
+try:  # the compiled kernel of scipy.signal.sosfilt (see SosStream)
+    from scipy.signal._sosfilt import _sosfilt
+except ImportError:  # pragma: no cover - another SciPy layout: same result, slower
+
+    def _sosfilt(sos: FloatArray, x: FloatArray, zi: FloatArray) -> None:
+        y, zo = ss.sosfilt(sos, x, axis=-1, zi=zi.transpose(1, 0, 2))
+        x[...] = y
+        zi[...] = np.asarray(zo).transpose(1, 0, 2)
+
 
 def bandpass_sos(
     fs: float, low_hz: float, high_hz: float, order: int, max_fraction: float = 0.9
@@ -88,26 +97,48 @@ def notch_sos(fs: float, freqs_hz: list[float] | tuple[float, ...], q: float) ->
 
 
 class SosStream:
-    """Run a fixed SOS cascade over a stream, keeping the filter state between calls.
+    """Run an SOS cascade over a stream, keeping the filter state between calls.
 
     The state is primed on the first sample seen: ``sosfilt_zi(sos) * x[0]``, the
     steady state for a constant input equal to ``x[0]`` (no start-up step response).
+    Sections appended later (:meth:`append`) start from rest.
+
+    :meth:`filter_inplace` calls SciPy's compiled kernel behind
+    :func:`scipy.signal.sosfilt` directly on arrays already in its canonical layout
+    (``(1, n)`` C-contiguous float64, state ``(1, sections, 2)``): the public function
+    spends ~25 µs per call validating and reshaping, 10x the filtering of a 50-ms
+    packet.  The arithmetic is the same, so outputs are bit-identical.
     """
 
     def __init__(self, sos: FloatArray) -> None:
-        self.sos = np.ascontiguousarray(sos, dtype=np.float64)
-        self._zi_unit = ss.sosfilt_zi(self.sos) if len(self.sos) else None
+        self.sos = np.ascontiguousarray(sos, dtype=np.float64).reshape(-1, 6)
+        self._zi_unit = ss.sosfilt_zi(self.sos)[None] if len(self.sos) else None
         self._zi: FloatArray | None = None
 
-    def process(self, x: FloatArray) -> FloatArray:
-        """Filter ``x`` (finite samples) and return the output of the same length."""
-        if len(self.sos) == 0 or x.size == 0:
-            return x
+    def append(self, sos: FloatArray) -> None:
+        """Add sections after the current ones (e.g. notches once mains is found)."""
+        rows = np.asarray(sos, dtype=np.float64).reshape(-1, 6)
+        self.sos = np.ascontiguousarray(np.vstack([self.sos, rows]))
+        self._zi_unit = ss.sosfilt_zi(self.sos)[None]
+        if self._zi is not None:
+            self._zi = np.ascontiguousarray(
+                np.concatenate([self._zi, np.zeros((1, len(rows), 2))], axis=1)
+            )
+
+    def filter_inplace(self, buf: FloatArray) -> None:
+        """Filter ``buf`` (1-D, C-contiguous float64, finite) in place."""
+        if len(self.sos) == 0 or buf.size == 0:
+            return
         if self._zi is None:
             assert self._zi_unit is not None
-            self._zi = self._zi_unit * x[0]
-        y, self._zi = ss.sosfilt(self.sos, x, zi=self._zi)
-        return np.asarray(y)
+            self._zi = self._zi_unit * buf[0]
+        _sosfilt(self.sos, buf.reshape(1, -1), self._zi)
+
+    def process(self, x: FloatArray) -> FloatArray:
+        """Filter ``x`` (finite samples) and return the output (a new array)."""
+        y = np.array(x, dtype=np.float64, order="C").reshape(-1)
+        self.filter_inplace(y)
+        return y
 
 
 def fill_gaps(
@@ -139,14 +170,17 @@ def fill_gaps(
 
 
 class MainsDetector:
-    """Decide whether 50 or 60 Hz mains (and which harmonics) contaminate the signal.
+    """Decide whether 50 or 60 Hz mains contaminates the signal, and what to notch.
 
-    For one analysis block (Hann-windowed), the power at each candidate line
-    ``h * f0`` (single-bin DFT, Goertzel style [4]_) is compared with the mean
-    power at ``h * f0 +- 4, 6, 8 Hz``.  Broadband EMG gives ratios near 1; a mains
-    line gives a ratio of tens to thousands.  The candidate whose fundamental ratio
-    exceeds ``line_ratio`` and is larger than the other candidate's wins; every
-    harmonic ``h <= harmonics`` whose own ratio exceeds ``line_ratio`` is notched.
+    For one analysis block (Hann-windowed), the power at each candidate
+    fundamental ``f0`` (single-bin DFT, Goertzel style [4]_) is compared with the
+    mean power at ``f0 +- 4, 6, 8 Hz``.  Broadband EMG gives ratios near 1; a mains
+    line gives a ratio of tens to thousands.  The candidate whose ratio exceeds
+    ``line_ratio`` and is larger than the other candidate's wins, and all its
+    harmonics ``h * f0``, ``h <= harmonics`` (below 0.95 x Nyquist), are to be
+    notched: a harmonic too weak to see now can be strong later (an appliance
+    switched on near the leg brings its whole harmonic mix), and one biquad per
+    harmonic is cheap.
     """
 
     OFFSETS_HZ = (-8.0, -6.0, -4.0, 4.0, 6.0, 8.0)
@@ -160,41 +194,26 @@ class MainsDetector:
         line_ratio: float,
     ) -> None:
         self.fs = fs
-        self.candidates = candidates_hz
-        self.harmonics = harmonics
         self.line_ratio = line_ratio
+        top = 0.95 * fs / 2.0
+        self._candidates = tuple(f for f in candidates_hz if f + max(self.OFFSETS_HZ) < top)
+        self._lines = {
+            f0: tuple(f0 * h for h in range(1, harmonics + 1) if f0 * h < top)
+            for f0 in self._candidates
+        }
         t = np.arange(n_samples) / fs
-        win = np.hanning(n_samples)
-        freqs: list[float] = []
-        self._layout: list[tuple[float, int, float]] = []  # (f0, harmonic, line freq)
-        for f0 in candidates_hz:
-            for h in range(1, harmonics + 1):
-                line = f0 * h
-                if line + max(self.OFFSETS_HZ) >= 0.95 * fs / 2.0:
-                    continue
-                self._layout.append((f0, h, line))
-                freqs.append(line)
-                freqs.extend(line + d for d in self.OFFSETS_HZ)
-        self._n_per = 1 + len(self.OFFSETS_HZ)
-        self._basis = (np.exp(-2j * np.pi * np.outer(freqs, t)) * win).T if freqs else None
+        freqs = [f0 + d for f0 in self._candidates for d in (0.0, *self.OFFSETS_HZ)]
+        basis = np.exp(-2j * np.pi * np.outer(freqs, t)) * np.hanning(n_samples)
+        self._basis = basis.T if freqs else None
 
     def analyse(self, block: FloatArray) -> tuple[float, tuple[float, ...]] | None:
         """Return ``(f0, notch frequencies)`` if a mains line is present in ``block``."""
         if self._basis is None or block.shape[0] != self._basis.shape[0]:
             return None
-        power = np.abs(block @ self._basis) ** 2
-        power = power.reshape(-1, self._n_per)
+        power = (np.abs(block @ self._basis) ** 2).reshape(len(self._candidates), -1)
         ratio = power[:, 0] / np.maximum(power[:, 1:].mean(axis=1), 1e-300)
-        best: tuple[float, float] | None = None
-        for (f0, h, _line), r in zip(self._layout, ratio, strict=True):
-            if h == 1 and r >= self.line_ratio and (best is None or r > best[1]):
-                best = (f0, float(r))
-        if best is None:
+        best = int(np.argmax(ratio))
+        if not ratio[best] >= self.line_ratio:
             return None
-        f0 = best[0]
-        lines = tuple(
-            line
-            for (c, _h, line), r in zip(self._layout, ratio, strict=True)
-            if c == f0 and r >= self.line_ratio
-        )
-        return f0, lines
+        f0 = self._candidates[best]
+        return f0, self._lines[f0]

@@ -102,8 +102,9 @@ class DetectedEpisode:
     episode
         The detector's episode number.
     onset_s
-        Detected onset (``t_s`` of ``spasm_onset``; of ``cramp_confirmed`` if the onset
-        event is absent).
+        Detected onset: ``t_s`` of ``cramp_confirmed`` (the start of the sustained
+        contraction, which may be later than the candidate's ``spasm_onset`` when
+        the candidate began with a prelude), else of ``spasm_onset``.
     onset_emitted_s
         ``emitted_at_s`` of ``spasm_onset`` (``None`` if absent).
     confirmed_emitted_s
@@ -163,7 +164,7 @@ def episodes_from_events(events: Iterable[EventLike]) -> tuple[DetectedEpisode, 
         on = onset.get(ep)
         conf = confirmed.get(ep)
         end = closed.get(ep)
-        onset_s = on[0] if on is not None else conf[0] if conf is not None else 0.0
+        onset_s = conf[0] if conf is not None else on[0] if on is not None else 0.0
         out.append(
             DetectedEpisode(
                 episode=ep,

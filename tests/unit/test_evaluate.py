@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from sensor_gateway import recordings
 from sensor_gateway.cli import main
 from sensor_gateway.errors import RecordingError
 from sensor_gateway.evaluation import (
+    TARGETS,
     FileSource,
     RecordingResult,
     SimulatedSource,
@@ -80,6 +82,25 @@ def test_targets() -> None:
     assert Target("==", 0.0).check(0.0) is True
     assert Target("<=", 1.0).check(None) is None
     assert str(Target(">=", 0.95)) == "≥ 0.95"
+
+
+def test_targets_are_the_issue_targets_and_documented() -> None:
+    """TARGETS holds the detector issue's goals, and docs/evaluation.md lists exactly them."""
+    assert {name: (t.op, t.threshold) for name, t in TARGETS.items()} == {
+        "cramp.sensitivity": (">=", 0.98),
+        "cramp.precision": (">=", 0.95),
+        "cramp.false_per_hour": ("<=", 0.1),
+        "cramp.onset_err_median_abs_ms": ("<=", 50.0),
+        "cramp.onset_latency_p95_ms": ("<=", 300.0),
+        "burst.onset_err_median_abs_ms": ("<=", 30.0),
+        "burst.cramps_raised": ("==", 0.0),
+    }
+    doc = (Path(__file__).parents[2] / "docs" / "evaluation.md").read_text(encoding="utf-8")
+    section = doc.split("## Targets", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `([a-z_.0-9]+)` \| ([^|]+) \|", section, flags=re.MULTILINE)
+    assert {name: target.strip() for name, target in rows} == {
+        name: str(t) for name, t in TARGETS.items()
+    }
 
 
 def test_format_table_aligns_columns() -> None:

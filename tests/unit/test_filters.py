@@ -10,11 +10,12 @@ import scipy.signal as ss
 
 from cramp_signal.errors import ConfigurationError
 from cramp_signal.features import (
-    MovingCount,
-    MovingMean,
+    WindowSums,
+    median_and_percentile,
     median_frequency,
     run_lengths,
     variance_change_point,
+    window_counts,
 )
 from cramp_signal.filters import MainsDetector, SosStream, bandpass_sos, fill_gaps, notch_sos
 
@@ -52,6 +53,23 @@ def test_stream_filter_is_chunking_invariant() -> None:
     cuts = [0, 1, 2, 17, 500, 501, 2999, 3000]
     parts = [stream.process(x[a:b]) for a, b in itertools.pairwise(cuts)]
     np.testing.assert_array_equal(np.concatenate(parts), whole)
+
+
+def test_stream_filter_matches_scipy_and_appended_sections_start_at_rest() -> None:
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=4000)
+    bp = bandpass_sos(2000.0, 20.0, 450.0, 3)
+    notch = notch_sos(2000.0, (50.0, 100.0), 30.0)
+    stream = SosStream(bp)
+    first = stream.process(x[:1000])
+    stream.append(notch)
+    second = stream.process(x[1000:])
+    zi = ss.sosfilt_zi(bp) * x[0]
+    ref1, zf = ss.sosfilt(bp, x[:1000], zi=zi)
+    zi2 = np.concatenate([zf, np.zeros((2, 2))])
+    ref2, _ = ss.sosfilt(np.vstack([bp, notch]), x[1000:], zi=zi2)
+    np.testing.assert_array_equal(first, ref1)
+    np.testing.assert_array_equal(second, ref2)
 
 
 def test_stream_filter_primed_on_first_sample_has_no_startup_transient() -> None:
@@ -101,19 +119,32 @@ def test_fill_gaps_holds_last_value_and_carries_it() -> None:
     assert last == 4.0
 
 
-def test_moving_mean_and_count_are_chunking_invariant() -> None:
+def test_window_sums_do_not_depend_on_where_the_window_sits() -> None:
     rng = np.random.default_rng(4)
-    v = rng.random(200)
-    whole = MovingMean(7).process(v)
-    mm = MovingMean(7)
-    parts = np.concatenate([mm.process(v[:3]), mm.process(v[3:4]), mm.process(v[4:])])
-    np.testing.assert_allclose(parts, whole, rtol=1e-12)
-    # window 7 after priming: the 10th output is the mean of v[3:10]
-    assert whole[9] == pytest.approx(v[3:10].mean())
-    b = v > 0.5
-    mc = MovingCount(5)
-    counts = np.concatenate([mc.process(b[:1]), mc.process(b[1:])])
-    assert counts[20] == int(b[16:21].sum())
+    v = rng.random(300) * 1e3
+    ws = WindowSums(10, 8)
+    whole = ws.sums(v)
+    assert whole.size == 291
+    assert whole[5] == pytest.approx(v[5:15].sum())
+    # the same windows computed from any sub-array are bit-identical
+    for a, b in ((0, 10), (3, 40), (17, 300), (250, 261)):
+        np.testing.assert_array_equal(ws.sums(v[a:b]), whole[a : b - 9])
+    assert ws.sums(v[:9]).size == 0
+
+
+def test_window_counts_are_exact() -> None:
+    b = np.random.default_rng(6).random(50) > 0.5
+    counts = window_counts(b, 5)
+    assert counts.size == 46
+    assert all(counts[i] == b[i : i + 5].sum() for i in range(46))
+
+
+def test_median_and_percentile_match_numpy() -> None:
+    v = np.random.default_rng(7).random(201)
+    med, p99 = median_and_percentile(v, 99.0)
+    assert med == pytest.approx(np.median(v), rel=1e-12)
+    assert p99 == pytest.approx(np.percentile(v, 99.0), rel=1e-12)
+    assert median_and_percentile(np.array([1.0, 3.0]), 50.0) == (2.0, 2.0)
 
 
 def test_run_lengths_with_carry() -> None:
