@@ -261,9 +261,10 @@ class BandLink:
             return await self._watch(stop, gone)
         finally:
             self.connected = False
-            if client.is_connected:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(client.disconnect(), timeout=5.0)
+            # Also after the band dropped the link: only disconnect() closes the client's
+            # D-Bus connection (bleak), else every dropped link leaks a socket.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.disconnect(), timeout=5.0)
 
     async def _time_sync(self, client: Any) -> None:
         """Write ``TIME_SYNC`` with the host time and wait (bounded) for the band's reply."""
