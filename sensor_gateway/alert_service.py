@@ -40,7 +40,7 @@ from sensor_gateway.alert_delivery import (
     WebhookDestination,
 )
 from sensor_gateway.alerts import Alert, AlertEngine, AlertError, AlertsConfig
-from sensor_gateway.errors import ConfigError, SinkError
+from sensor_gateway.errors import SinkError
 from sensor_gateway.influx import InfluxQuery
 from sensor_gateway.messages import (
     EventMessage,
@@ -139,7 +139,7 @@ class AlertService:
         try:
             self.state_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise ConfigError(f"[alerts].state_dir {self.state_dir}: {exc.strerror}") from None
+            raise AlertError(f"alerts state {self.state_dir}: {exc.strerror}") from None
         self._saved = ""
         try:
             self.engine = AlertEngine(cfg, tz, self._read_state())

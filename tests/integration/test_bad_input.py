@@ -330,5 +330,5 @@ def test_state_directories_that_cannot_be_made_stop_the_service_with_their_name(
     gateway, record, alerts = _run_all(commands, tmp_path, env)
     _one_line_error(gateway, 1, f"crampwatch: mqtt outbox {blocker}/outbox: Not a directory")
     _one_line_error(record, 1, f"crampwatch: influx spool {blocker}/spool: Not a directory")
-    _one_line_error(alerts, 2, f"crampwatch: [alerts].state_dir {blocker}/alerts: Not a directory")
+    _one_line_error(alerts, 1, f"crampwatch: alerts state {blocker}/alerts: Not a directory")
     assert blocker.read_text() == "a file where a directory should be\n"
