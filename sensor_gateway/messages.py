@@ -264,6 +264,8 @@ class SummaryMessage:
     quality: str
     acc_activity_g: float | None
     state: str
+    #: Optional (added within schema 1): absent from older gateways' summaries.
+    tilt_deg: float | None = None
 
 
 @dataclass(frozen=True)
@@ -375,7 +377,7 @@ def build_summary(
         "time": iso_ms(utc_ms(wall_time_s)),
     }
     for key in ("t_s", "rms_uv", "peak_uv", "noise_floor_uv", "on_threshold_uv",
-                "quality", "acc_activity_g", "state"):  # fmt: skip
+                "quality", "acc_activity_g", "state", "tilt_deg"):  # fmt: skip
         doc[key] = _clean_scalar(summary.get(key))
     return _encode(doc)
 
@@ -641,6 +643,8 @@ def parse_message(topic: str, payload: bytes, topics: Topics | None = None) -> M
             quality=_str(doc, "quality", _QUALITIES),
             acc_activity_g=_opt_number(doc, "acc_activity_g", 0.0, 100.0),
             state=_str(doc, "state", _STATES),
+            # optional: absent (an older gateway) or null (no accelerometer, a gap)
+            tilt_deg=None if doc.get("tilt_deg") is None else _number(doc, "tilt_deg", 0.0, 180.0),
         )
     return StatusMessage(
         gateway=gateway,

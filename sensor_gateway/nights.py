@@ -404,7 +404,8 @@ class Series:
     """A night's envelope in buckets of ``step_s`` seconds (NaN where nothing was stored).
 
     ``rms_uv`` mean, ``peak_uv`` max, ``floor_uv`` / ``on_threshold_uv`` mean,
-    ``acc_g`` max accelerometer activity, ``bad_s`` seconds not ``ok`` in the bucket.
+    ``acc_g`` max accelerometer activity, ``bad_s`` seconds not ``ok`` in the bucket,
+    ``tilt_deg`` mean tilt of the leg (degrees from the band's -z axis, docs/detector.md).
     """
 
     step_s: float
@@ -415,6 +416,7 @@ class Series:
     on_threshold_uv: FloatArray
     acc_g: FloatArray
     bad_s: FloatArray
+    tilt_deg: FloatArray
 
     def __len__(self) -> int:
         return int(self.t_ms.size)
@@ -725,7 +727,8 @@ class NightStore:
         rows = await self._statements([
             f'SELECT mean("rms_uv") AS rms, max("peak_uv") AS peak, '
             f'mean("noise_floor_uv") AS floor, mean("on_threshold_uv") AS thr, '
-            f'max("acc_activity_g") AS acc FROM {env} WHERE {where} {group}',
+            f'max("acc_activity_g") AS acc, mean("tilt_deg") AS tilt '
+            f"FROM {env} WHERE {where} {group}",
             f"SELECT count(\"state\") AS bad FROM {env} WHERE \"quality\" <> 'ok' "
             f"AND {where} {group}",
         ])  # fmt: skip
@@ -741,6 +744,7 @@ class NightStore:
             on_threshold_uv=_column(main, "thr"),
             acc_g=_column(main, "acc"),
             bad_s=np.array([bad.get(int(x), 0.0) for x in t]),
+            tilt_deg=_column(main, "tilt"),
         )
 
     async def around(self, night: Night, episode: Episode, before_s: float = 60.0) -> Series:
@@ -845,4 +849,4 @@ def _week(nights: Sequence[NightSummary]) -> WeekSummary:
 
 def _empty_series() -> Series:
     empty = np.zeros(0)
-    return Series(1.0, np.zeros(0, dtype=np.int64), empty, empty, empty, empty, empty, empty)
+    return Series(1.0, np.zeros(0, dtype=np.int64), empty, empty, empty, empty, empty, empty, empty)

@@ -101,7 +101,8 @@ def to_line(msg: Message, received_ms: int) -> str:
         for key, value in (("rms_uv", msg.rms_uv), ("peak_uv", msg.peak_uv),
                            ("noise_floor_uv", msg.noise_floor_uv),
                            ("on_threshold_uv", msg.on_threshold_uv),
-                           ("acc_activity_g", msg.acc_activity_g)):  # fmt: skip
+                           ("acc_activity_g", msg.acc_activity_g),
+                           ("tilt_deg", msg.tilt_deg)):  # fmt: skip
             if value is not None:
                 parts.append(f"{key}={value!r}")
         parts.append(f'quality="{msg.quality}",state="{msg.state}"')  # fixed vocabularies

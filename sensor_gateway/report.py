@@ -75,7 +75,8 @@ MAX_CRAMP_PLOTS = 6
 FREQUENT_NIGHTS = 3
 
 COLOURS = {"rms": "#1f5fa8", "peak": "#9bb7d8", "threshold": "#8250df", "floor": "#6e7681",
-           "cramp": "#cf222e", "spasm": "#d4a72c", "move": "#2e8b3e", "bar": "#1f5fa8"}  # fmt: skip
+           "cramp": "#cf222e", "spasm": "#d4a72c", "move": "#2e8b3e", "bar": "#1f5fa8",
+           "tilt": "#0a7f8a"}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -166,13 +167,14 @@ def _series_1s(summaries: Sequence[EnvelopeSummary], start_ms: int) -> tuple[Ser
         on_threshold_uv=col([s.on_threshold_uv for s in summaries]),
         acc_g=col([s.acc_activity_g for s in summaries]),
         bad_s=np.array([0.0 if q == "ok" else 1.0 for q in quality]),
+        tilt_deg=col([s.tilt_deg for s in summaries]),
     )
     return series, quality
 
 
 def bucket(series: Series, max_points: int = MAX_POINTS) -> Series:
     """A 1-s series in buckets of whole seconds, like ``GROUP BY time(Ns)``: mean envelope,
-    max peak and movement, mean floor and threshold, summed bad seconds."""
+    max peak and movement, mean floor, threshold and tilt, summed bad seconds."""
     if len(series) <= max_points:
         return series
     span_s = (series.t_ms[-1] - series.t_ms[0]) / 1000.0
@@ -203,6 +205,7 @@ def bucket(series: Series, max_points: int = MAX_POINTS) -> Series:
         on_threshold_uv=mean(series.on_threshold_uv)[present],
         acc_g=peak(series.acc_g)[present],
         bad_s=np.bincount(idx, weights=series.bad_s, minlength=n).astype(np.float64)[present],
+        tilt_deg=mean(series.tilt_deg)[present],
     )
 
 
@@ -210,7 +213,7 @@ def _window(series: Series, lo_ms: int, hi_ms: int) -> Series:
     sel = (series.t_ms >= lo_ms) & (series.t_ms < hi_ms)
     return Series(series.step_s, series.t_ms[sel], series.rms_uv[sel], series.peak_uv[sel],
                   series.floor_uv[sel], series.on_threshold_uv[sel], series.acc_g[sel],
-                  series.bad_s[sel])  # fmt: skip
+                  series.bad_s[sel], series.tilt_deg[sel])  # fmt: skip
 
 
 def from_recording(
@@ -351,7 +354,7 @@ def _envelope_axes(ax: Axes, series: Series) -> None:
 
 
 def plot_night(report: NightReport) -> Figure:
-    """Overview: episodes, envelope with threshold, movement."""
+    """Overview: episodes, envelope with threshold, movement and the leg's tilt."""
     fig = Figure(figsize=(10, 5.2), dpi=100, layout="constrained")
     lane, env, move = fig.subplots(3, 1, sharex=True, height_ratios=[0.7, 2.6, 1.0])
     for e in report.episodes:
@@ -369,6 +372,11 @@ def plot_night(report: NightReport) -> Figure:
     move.axhline(MOVING_G, color=COLOURS["floor"], lw=0.8, ls=":")
     move.set_ylabel("movement (g)")
     move.grid(alpha=0.3)
+    tilt = move.twinx()  # 0 on the back, 90 on a side, 180 face down (docs/detector.md)
+    tilt.plot(x, report.series.tilt_deg, color=COLOURS["tilt"], lw=1.0)
+    tilt.set_ylim(0.0, 180.0)
+    tilt.set_yticks([0.0, 90.0, 180.0])
+    tilt.set_ylabel("tilt (°)", color=COLOURS["tilt"])
     _time_axis(move, report.tz)
     fig.suptitle(f"Night of {report.night.day:%a %d %b %Y}")
     return fig

@@ -143,7 +143,8 @@ def _marks(
 
 
 def _movement(series: Series, ax: _XAxis, top: float, bottom: float) -> list[str]:
-    """Movement bars: height grows with the square root of the activity, full at 0.3 g."""
+    """Movement bars: height grows with the square root of the activity, full at 0.3 g;
+    over them the leg's tilt as a line, 0 deg (on the back) at the bottom, 180 deg at the top."""
     out = [f'<rect class="plot-bg" x="{LEFT}" y="{top}" width="{W - LEFT - RIGHT}" '
            f'height="{bottom - top}"/>'
            f'<text class="axis" x="{LEFT - 6}" y="{_fmt((top + bottom) / 2 + 5)}" '
@@ -152,7 +153,10 @@ def _movement(series: Series, ax: _XAxis, top: float, bottom: float) -> list[str
     def height(g: float) -> float | None:
         return min(1.0, math.sqrt(g / 0.3)) if g >= MOVING_G else None
 
-    return out + _marks(series, ax, series.acc_g, cls="move", span=(top, bottom), height=height)
+    out += _marks(series, ax, series.acc_g, cls="move", span=(top, bottom), height=height)
+    xs = [ax.x(float(t) + series.step_s * 500) for t in series.t_ms]
+    ys = [bottom - float(v) / 180.0 * (bottom - top) for v in series.tilt_deg]
+    return [*out, _path(xs, ys, "tilt")]
 
 
 def _quality(series: Series, ax: _XAxis, top: float, bottom: float) -> list[str]:

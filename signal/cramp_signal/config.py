@@ -156,6 +156,15 @@ class DetectorConfig:
         Window before an onset searched for isolated spikes.
     prelude_min_spikes : 3
         At least this many spikes make a ``prelude`` event.
+    prelude_spike_max_s : 0.5
+        A cleared candidate whose activity (``duration_s``, from its possibly
+        re-anchored onset) was shorter than this counts as one prelude spike at
+        its first onset: fasciculation twitches close together (or bridged by
+        their 50-ms RMS) satisfy the onset hold and open candidates of 0.07-0.4 s
+        that clear (simulated night seed 14: 13 such candidates in the 24 s before
+        a cramp, and no prelude was reported).  0.5 s is the shortest AASM leg
+        movement, so a PLM or a voluntary burst does not count (nor does it hide
+        the spikes before it); 0 counts no candidate.
 
     Signal quality
     --------------
@@ -240,6 +249,7 @@ class DetectorConfig:
     confirm_s: float = 12.0
     prelude_window_s: float = 5.0
     prelude_min_spikes: int = 3
+    prelude_spike_max_s: float = 0.5
     saturation_uv: float = 16000.0
     pop_step_uv: float = 5000.0
     lead_off_rms_uv: float = 0.005
@@ -279,8 +289,8 @@ class DetectorConfig:
             raise ConfigurationError("noise_peak_percentile must be in [50, 100]")
         if not 0.0 < self.peak_off_ratio <= self.peak_on_ratio:
             raise ConfigurationError("need 0 < peak_off_ratio <= peak_on_ratio")
-        if self.noise_young_s < 0:
-            raise ConfigurationError("noise_young_s must be >= 0")
+        if self.noise_young_s < 0 or self.prelude_spike_max_s < 0:
+            raise ConfigurationError("noise_young_s and prelude_spike_max_s must be >= 0")
         if self.onset_backtrack_s < 0 or self.onset_edge_min < 0:
             raise ConfigurationError("onset_backtrack_s and onset_edge_min must be >= 0")
         if not 0.0 < self.onset_edge_fraction <= 1.0:

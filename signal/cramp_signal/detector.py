@@ -78,6 +78,9 @@ FloatArray = NDArray[np.float64]
 
 IDLE, SPASM, CRAMP = "idle", "spasm", "cramp"
 
+#: Accelerometer summary of one block: dynamic RMS (g), posture changed, tilt (degrees).
+AccBlock = tuple[float, bool, float]
+
 #: Per-sample artefact flags: missing sample, electrode-pop step, saturation.
 _GAP, _STEP, _SAT = np.uint8(1), np.uint8(2), np.uint8(4)
 
@@ -207,9 +210,12 @@ class CrampDetector:
         self._ep_posture = 0
         self._ep_psd = np.zeros(freqs.size)
         self._ep_prelude_s: float | None = None
+        self._ep_prelude_t: float | None = None  # first spike of the prelude event, if any
         self._ep_floor = 1.0
         self._last_end_frame = 0
+        # times of isolated spikes and of short cleared candidates since the last episode
         self._spikes: deque[float] = deque(maxlen=64)
+        self._last_prelude_t = -math.inf  # time of the last prelude event
 
     # ------------------------------------------------------------------ properties
 
@@ -383,7 +389,7 @@ class CrampDetector:
         if self._dirty:
             fl = np.bitwise_or.reduce(self._flags[f0 * fr : f1 * fr].reshape(nf, fr), axis=1)
         n_end = f1 // fpb - f0 // fpb  # blocks completed by these frames
-        acc: list[tuple[float, bool] | None] = [None] * n_end
+        acc: list[AccBlock | None] = [None] * n_end
         if n_end and self.acc_fs is not None:
             acc = self._acc_blocks(n_end)
         init_at = self._init_frames - g0 if self._floor is None else 0
@@ -650,14 +656,18 @@ class CrampDetector:
         now = (g + 1) * self._dt
         pw = self.config.prelude_window_s
         spikes = [t for t in self._spikes if onset_t - pw <= t < onset_t - 0.05]
-        self._ep_prelude_s = None
-        if len(spikes) >= self.config.prelude_min_spikes:
+        # the event's time: the first spike that did not start an earlier prelude (the
+        # windows of candidates in one twitch run overlap; an event is stored by time)
+        fresh = [t for t in spikes if t > self._last_prelude_t]
+        self._ep_prelude_s = self._ep_prelude_t = None
+        if len(spikes) >= self.config.prelude_min_spikes and fresh:
+            self._ep_prelude_t = spikes[0]
             self._ep_prelude_s = onset_t - spikes[0]
+            self._last_prelude_t = fresh[0]
             events.append(
-                DetectorEvent(PRELUDE, self._ep, spikes[0], now,
+                DetectorEvent(PRELUDE, self._ep, fresh[0], now,
                               MappingProxyType({"n_spikes": len(spikes)}))
             )  # fmt: skip
-        self._spikes.clear()
         events.append(
             DetectorEvent(SPASM_ONSET, self._ep, onset_t, now,
                           MappingProxyType({"floor_uv": self._floor, "env_uv": env_now}))
@@ -684,7 +694,8 @@ class CrampDetector:
         edge = rising_edge_start(win, floor * floor, cp, c.onset_edge_min, c.onset_edge_fraction)
         onset_t = (first + min(max(edge, cp - self._back_n, 0.0), cp)) * self._dt
         if self._ep_rearm:  # a restart: what came before the pause was a prelude
-            self._ep_prelude_s = onset_t - self._ep_first_t
+            lead = self._ep_first_t if self._ep_prelude_t is None else self._ep_prelude_t
+            self._ep_prelude_s = onset_t - lead
         self._ep_rearm = False
         self._ep_onset_t = onset_t
         conf = math.ceil((onset_t + c.confirm_s) / self._dt - 1.0 - 1e-9)
@@ -770,10 +781,22 @@ class CrampDetector:
         else:
             kind = SPASM_CLEARED
         events.append(DetectorEvent(kind, self._ep, end_t, now, MappingProxyType(details)))
+        self._forget_spikes(kind == CRAMP_END, duration)
         self._state = IDLE
         self._last_end_frame = g + 1
 
-    # ------------------------------------------------------------------ blocks
+    def _forget_spikes(self, cramp: bool, duration: float) -> None:
+        """Prelude spikes after an episode closed: none after a cramp; after a cleared
+        candidate, the crossings that belonged to it are replaced by one spike at its
+        first onset if it was shorter than ``prelude_spike_max_s`` (a twitch that opened
+        its own candidate), and by nothing otherwise."""
+        if cramp:  # what came before a cramp preludes nothing after it
+            self._spikes.clear()
+            return
+        while self._spikes and self._spikes[-1] >= self._ep_first_t - 0.05:
+            self._spikes.pop()
+        if duration < self.config.prelude_spike_max_s:
+            self._spikes.append(self._ep_first_t)
 
     # ------------------------------------------------------------------ blocks
 
@@ -797,9 +820,7 @@ class CrampDetector:
             self._set_floor(floor, max(float(vals.max()), floor))
             self._init_vals = []
 
-    def _end_block(
-        self, bi: int, acc: tuple[float, bool] | None, events: list[DetectorEvent]
-    ) -> None:
+    def _end_block(self, bi: int, acc: AccBlock | None, events: list[DetectorEvent]) -> None:
         """Bookkeeping at the end of the block held at ``bi`` in the buffer."""
         c = self.config
         gb = self._n_frames
@@ -861,8 +882,9 @@ class CrampDetector:
                 self._filter.append(notch_sos(self.emg_fs, found[1], c.mains_notch_q))
         # accelerometer
         acc_act: float | None = None
+        tilt: float | None = None
         if acc is not None:
-            acc_act, posture = acc
+            acc_act, posture, tilt = acc
             if posture and self._state != IDLE:
                 self._ep_posture += 1
             moved = acc_act >= c.still_acc_g or posture
@@ -887,20 +909,24 @@ class CrampDetector:
                 quality=quality,
                 acc_activity_g=acc_act,
                 state=self._state,
+                tilt_deg=tilt,
             )
         )
         self._blk_flat = False
         self._blk_idle = []
         self._blk_idle_n = 0
 
-    def _acc_blocks(self, n: int) -> list[tuple[float, bool] | None]:
-        """Accelerometer summary of the next ``n`` blocks: (dynamic g RMS, posture changed).
+    def _acc_blocks(self, n: int) -> list[AccBlock | None]:
+        """Accelerometer summary of the next ``n`` blocks: (dynamic g RMS, posture changed, tilt).
 
         Rows ``ceil(t * acc_fs)`` up to a block end belong to that block (the
         SignalChunk timing contract); rows not received yet are not waited for.
         ``None`` for a block with fewer than two rows.  The posture changed when the
         mean gravity vector turned by more than ``posture_change_deg`` since the
-        last block that had one.
+        last block that had one.  The tilt is the angle (degrees, 0-180) between the
+        block's mean acceleration and the band's -z axis, which points into the calf
+        (z points out of the skin at the back of the calf: a leg lying on its back
+        reads ~(0, 0, -1) g, tilt 0); NaN rows (a gap) make activity and tilt NaN.
         """
         assert self.acc_fs is not None
         parts = self._acc_parts
@@ -921,7 +947,10 @@ class CrampDetector:
         at = starts[bounds > starts]  # blocks with rows: their rows tile rows[0:take]
         sums = np.add.reduceat(rows, at, axis=0)
         squares = np.add.reduceat(np.einsum("ij,ij->i", rows, rows), at)
-        out: list[tuple[float, bool] | None] = []
+        means = sums / np.diff(np.append(at, take))[:, None]
+        # angle to -z as atan2(|m x -z|, m . -z): accurate at 0 and 180 deg too
+        tilts = np.degrees(np.arctan2(np.hypot(means[:, 0], means[:, 1]), -means[:, 2])).tolist()
+        out: list[AccBlock | None] = []
         limit = math.cos(math.radians(self.config.posture_change_deg))
         j = -1
         for cnt in counts:
@@ -929,7 +958,7 @@ class CrampDetector:
             if cnt < 2:
                 out.append(None)
                 continue
-            mean = sums[j] / cnt
+            mean = means[j]
             mm = float(mean @ mean)
             # total variance from the raw moments (|mean| ~ 1 g: the cancellation costs
             # ~1e-11 relative, and "still" is at 4e-4 g^2)
@@ -940,7 +969,7 @@ class CrampDetector:
                 denom = math.sqrt(mm * float(prev @ prev))
                 posture = denom > 0 and float(mean @ prev) / denom < limit
             self._acc_prev_mean = mean
-            out.append((act, posture))
+            out.append((act, posture, tilts[j]))
         return out
 
 

@@ -43,7 +43,9 @@ class DetectorEvent:
     t_s
         The event's own time in seconds from stream start: the onset for
         ``spasm_onset``/``cramp_confirmed``/``prelude`` (first spike), the end for
-        ``cramp_end``/``spasm_cleared``, the start of the second for ``signal_quality``.
+        ``cramp_end``/``spasm_cleared``, the start of the second for ``signal_quality``
+        (a ``prelude``'s first spike is the first one of its window that did not
+        start an earlier prelude, so no two preludes share a time).
     emitted_at_s
         Time of the newest sample processed when the event was emitted.
     details
@@ -76,7 +78,11 @@ class EnvelopeSummary:
     ``t_s`` is the end of the second; ``rms_uv``/``peak_uv`` are RMS and peak of the
     conditioned EMG; ``noise_floor_uv``/``on_threshold_uv`` are NaN until the floor
     is known; ``acc_activity_g`` is ``None`` without accelerometer; ``state`` is
-    ``"idle"``, ``"spasm"`` (unconfirmed candidate) or ``"cramp"``.
+    ``"idle"``, ``"spasm"`` (unconfirmed candidate) or ``"cramp"``; ``tilt_deg`` is
+    the angle (0-180 degrees) between the second's mean acceleration (the "up"
+    vector) and the band's -z axis (into the calf): about 0 lying on the back with
+    the calf on the mattress, 90 on a side, 180 prone; ``None`` without
+    accelerometer, NaN in an accelerometer gap.
     """
 
     t_s: float
@@ -87,6 +93,7 @@ class EnvelopeSummary:
     quality: str
     acc_activity_g: float | None
     state: str
+    tilt_deg: float | None = None
 
     def to_json(self) -> dict[str, object]:
         """Flat JSON object with ``"type": "summary"`` first (NaN → null)."""
@@ -100,4 +107,5 @@ class EnvelopeSummary:
             "quality": self.quality,
             "acc_activity_g": _jsonable(self.acc_activity_g),
             "state": self.state,
+            "tilt_deg": _jsonable(self.tilt_deg),
         }

@@ -14,6 +14,7 @@ transformation steps the dashboards rely on are recomputed in the test.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterator
 from datetime import timedelta
@@ -24,6 +25,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import yaml
 
+from sensor_gateway.messages import utc_ms
 from sensor_gateway.nights import local_time, night_containing, night_of
 from tests.fixtures.nights import LoadedNights, SimulatedNight
 from tests.fixtures.servers import InfluxServer
@@ -251,6 +253,17 @@ def test_tonight_numbers_match_what_was_recorded(
     posture = rows_of(out, "Leg movement and posture (accelerometer)", "B")
     assert sorted(r["posture changes in cramp"] for r in posture) == sorted(
         float(e["posture_changes"]) for e in ends
+    )
+    # the leg's tilt: one mean per 30-s interval of the recorded per-second tilts
+    buckets: dict[int, list[float]] = {}
+    for s in tonight.summaries:
+        tilt_deg = s.summary.tilt_deg
+        if tilt_deg is not None and math.isfinite(tilt_deg):
+            buckets.setdefault(utc_ms(s.wall_time) // (INTERVAL_S * 1000), []).append(tilt_deg)
+    tilt = [r["tilt"] for r in rows_of(out, "Leg movement and posture (accelerometer)", "C")]
+    assert len(buckets) > 100
+    assert sorted(t for t in tilt if t is not None) == pytest.approx(
+        sorted(math.fsum(v) / len(v) for v in buckets.values()), rel=1e-9
     )
 
 

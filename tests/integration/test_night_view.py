@@ -144,6 +144,8 @@ def test_one_night_timeline_and_episodes(
     assert len(set(svg_links)) == len(cramps)
     assert dom.find("svg", class_="chart-svg"), "no timeline"
     assert len(dom.find("path", class_="rms")) == 1
+    (tilt,) = dom.find("path", class_="tilt")  # the leg's tilt, drawn over the movement
+    assert tilt[0]["d"].startswith("M") and tilt[0]["d"].count("L") > 100
     assert dom.find("rect", class_="quality-bad"), "the recorded gap is not shown"
     (health,) = dom.find("tr", class_="band-health")
     assert health[0]["data-band"] == night_db.band

@@ -293,6 +293,62 @@ def test_prelude_spikes_bridged_into_the_cramp_do_not_set_its_onset() -> None:
     assert end.details["duration_s"] == pytest.approx(20.0, abs=0.15)
 
 
+def _twitches_then_cramp() -> np.ndarray:
+    fs = 2000.0
+    x = _emg(fs, 40.0, [(20.0, 35.0, 80.0)], seed=23)
+    _muap_pairs(x, fs, 15.5, 19.0, 1.0)  # 4 twitches 1 s apart, each its own candidate
+    return x
+
+
+def test_short_cleared_candidates_before_an_onset_are_its_prelude() -> None:
+    x = _twitches_then_cramp()
+    events = detect_array(x, 2000.0)
+    cleared = [e for e in events if e.type == "spasm_cleared"]
+    assert [round(e.t_s) for e in cleared] == [16, 17, 18, 19]  # every twitch cleared
+    assert all(float(e.details["duration_s"]) < 0.5 for e in cleared)  # type: ignore[arg-type]
+    conf = _one(events, "cramp_confirmed")
+    preludes = [e for e in events if e.type == "prelude"]
+    (prelude,) = [e for e in preludes if e.episode == conf.episode]
+    assert prelude.details["n_spikes"] == 4  # the four twitches
+    assert abs(conf.t_s - 20.0) <= 0.03
+    end = _one(events, "cramp_end")
+    assert end.details["prelude_s"] == pytest.approx(conf.t_s - 15.5, abs=0.02)
+    # the fourth twitch already had a prelude starting at the first: each prelude event
+    # starts at a spike no earlier one started at (InfluxDB keys events by time)
+    assert [e.episode for e in preludes] == [4, conf.episode]
+    assert [round(e.t_s, 1) for e in preludes] == [15.5, 16.5]
+    # without the rule, the twitches' candidates hide them: no prelude for the cramp
+    off = detect_array(x, 2000.0, config=DetectorConfig(prelude_spike_max_s=0.0))
+    assert not [e for e in off if e.type == "prelude" and e.episode == conf.episode]
+    assert _one(off, "cramp_end").details["prelude_s"] is None
+
+
+def test_a_longer_burst_among_the_twitches_neither_counts_nor_resets_the_prelude() -> None:
+    fs = 2000.0
+    x = _emg(fs, 40.0, [(17.2, 18.0, 60.0), (20.0, 35.0, 80.0)], seed=24)
+    _muap_pairs(x, fs, 15.5, 17.0, 1.0)  # twitches at 15.5 and 16.5
+    _muap_pairs(x, fs, 18.7, 18.8, 1.0)  # and at 18.7, after a 0.8-s burst
+    events = detect_array(x, fs)
+    cleared = [float(e.details["duration_s"]) for e in events if e.type == "spasm_cleared"]  # type: ignore[arg-type]
+    assert len(cleared) == 4 and sorted(cleared)[-1] == pytest.approx(0.8, abs=0.1)
+    conf = _one(events, "cramp_confirmed")
+    (prelude,) = [e for e in events if e.type == "prelude" and e.episode == conf.episode]
+    assert prelude.details["n_spikes"] == 3
+    assert _one(events, "cramp_end").details["prelude_s"] == pytest.approx(
+        conf.t_s - 15.5, abs=0.02
+    )
+
+
+@pytest.mark.parametrize("chunk", [1, 37, 1999, 7919])
+def test_prelude_from_cleared_candidates_is_chunk_invariant(chunk: int) -> None:
+    x = _twitches_then_cramp()
+    whole = [e.to_json() for e in detect_array(x, 2000.0)]
+    det = CrampDetector(2000.0)
+    parts = [e.to_json() for k in range(0, x.size, chunk) for e in det.process(x[k : k + chunk])]
+    assert parts + [e.to_json() for e in det.finish()] == whole
+    assert "prelude" in [e["type"] for e in whole]
+
+
 def test_bursts_with_short_pauses_never_add_up_to_a_cramp() -> None:
     # 1.5-s bursts 0.22 s apart for 25 s: one candidate (pauses < clear_relax_s) that
     # keeps restarting (pauses >= restart_pause_s), so it is never confirmed
@@ -398,6 +454,29 @@ def test_accelerometer_figures_identical_with_random_chunk_sizes(sizes: list[int
     acts = [s["acc_activity_g"] for s in ACC_REF[1]]  # type: ignore[index]
     assert acts[5] == pytest.approx(np.sqrt(ACC[500:600].var(axis=0).sum()), rel=1e-6)
     assert max(acts) > 0.1  # the 2-s movement at 20 s
+    tilts = [s["tilt_deg"] for s in ACC_REF[1]]  # type: ignore[index]
+    mean = ACC[500:600].mean(axis=0)  # the 6th second: up along +z, i.e. away from -z
+    assert tilts[5] == pytest.approx(np.degrees(np.arccos(-mean[2] / np.linalg.norm(mean))))
+    assert tilts[5] > 179.0
+    assert tilts[40] == pytest.approx(90.0)  # rolled onto the side at 30 s
+
+
+def test_tilt_is_the_angle_to_minus_z_and_null_in_gaps_or_without_accelerometer() -> None:
+    fs, acc_fs = 1000.0, 100.0
+    x = _emg(fs, 6.0, [])
+    angles = np.radians([0.0, 30.0, 90.0, 150.0, 180.0, 45.0])
+    acc = np.zeros((600, 3))
+    for k, a in enumerate(angles):  # each second turned by a about the y axis from -z
+        acc[100 * k : 100 * (k + 1)] = [np.sin(a), 0.0, -np.cos(a)]
+    acc[520:530] = np.nan  # an accelerometer gap in the last second
+    det = CrampDetector(fs, acc_fs)
+    det.process(x, acc)
+    tilts = [s.to_json()["tilt_deg"] for s in det.drain_summaries()]
+    assert tilts[:5] == pytest.approx([0.0, 30.0, 90.0, 150.0, 180.0], abs=1e-9)
+    assert tilts[5] is None
+    bare = CrampDetector(fs)
+    bare.process(x)
+    assert {s.tilt_deg for s in bare.drain_summaries()} == {None}
 
 
 def test_heart_beats_after_a_cramp_do_not_keep_it_open() -> None:

@@ -159,6 +159,23 @@ def test_summary_status_and_gateway_status_round_trip() -> None:
     s = parse_message(TOPICS.summary("band-a"), build_summary("gw1", "band-a", T0, summary))
     assert isinstance(s, SummaryMessage)
     assert (s.rms_uv, s.noise_floor_uv, s.quality, s.state) == (3.5, None, "ok", "idle")
+    assert s.tilt_deg is None  # no "tilt_deg" key at all in this summary: sent as null
+    tilted = build_summary("gw1", "band-a", T0, {**summary, "tilt_deg": 87.5})
+    s = parse_message(TOPICS.summary("band-a"), tilted)
+    assert isinstance(s, SummaryMessage) and s.tilt_deg == 87.5
+
+
+def test_summary_without_tilt_from_an_older_gateway_is_accepted() -> None:
+    """``tilt_deg`` was added within schema 1: a payload without the key is valid."""
+    summary = {"t_s": 1.0, "rms_uv": 3.0, "peak_uv": 4.0, "noise_floor_uv": 1.0,
+               "on_threshold_uv": 2.0, "quality": "ok", "acc_activity_g": 0.0,
+               "state": "idle", "tilt_deg": 12.0}  # fmt: skip
+    doc = json.loads(build_summary("gw1", "band-a", T0, summary))
+    assert doc["tilt_deg"] == 12.0
+    del doc["tilt_deg"]
+    s = parse_message(TOPICS.summary("band-a"), json.dumps(doc).encode())
+    assert isinstance(s, SummaryMessage)
+    assert (s.tilt_deg, s.acc_activity_g) == (None, 0.0)
 
     status = {"connected": True, "battery_pct": 81, "drift_ppm": None, "nested": {"x": 1},
               "recording": "/data/a.edf", "band_id": "ignored"}  # fmt: skip
@@ -194,7 +211,8 @@ def test_summary_with_absurd_or_unknown_values_is_refused() -> None:
             "on_threshold_uv": 2.0, "quality": "ok", "acc_activity_g": 0.0,
             "state": "idle"}  # fmt: skip
     for key, value in (("rms_uv", -1.0), ("peak_uv", 1e9), ("quality", "great"),
-                       ("state", "dancing")):  # fmt: skip
+                       ("state", "dancing"), ("tilt_deg", 181.0), ("tilt_deg", -1.0),
+                       ("tilt_deg", "flat")):  # fmt: skip
         with pytest.raises(MessageError):
             parse_message(TOPICS.summary("band-a"),
                           build_summary("gw1", "band-a", T0, {**base, key: value}))  # fmt: skip

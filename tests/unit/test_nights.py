@@ -96,7 +96,7 @@ def _series(acc: list[float], step_s: float = 1.0, t0: int = 0) -> Series:
     n = len(acc)
     t = t0 + np.arange(n, dtype=np.int64) * round(step_s * 1000)
     ones = np.ones(n)
-    return Series(step_s, t, ones, ones, ones, ones, np.array(acc), np.zeros(n))
+    return Series(step_s, t, ones, ones, ones, ones, np.array(acc), np.zeros(n), ones)
 
 
 def _cramp(end_ms: int, stretch: bool | None = False) -> Episode:
@@ -125,8 +125,11 @@ def test_bucket_aggregates_like_group_by_time() -> None:
     acc[5] = 0.5
     bad = np.zeros(n)
     bad[[0, 1, 3]] = 1.0
-    series = Series(1.0, t, rms, rms + 1, rms, rms, acc, bad)
+    tilt = np.full(n, 90.0)
+    tilt[2:4] = [10.0, np.nan]  # a second without accelerometer does not count
+    series = Series(1.0, t, rms, rms + 1, rms, rms, acc, bad, tilt)
     out = bucket(series, max_points=600)
+    assert out.tilt_deg[:3].tolist() == [90.0, 10.0, 90.0]
     assert out.step_s == 2.0 and len(out) == 600
     assert out.rms_uv[:3].tolist() == [0.5, 2.5, 4.5]
     assert out.peak_uv[:2].tolist() == [2.0, 4.0]

@@ -56,7 +56,7 @@ def _event(i: int, details: dict[str, object] | None = None) -> tuple[str, bytes
 def _summary(i: int, rms: float | None = 3.5) -> tuple[str, bytes]:
     s = {"t_s": float(i), "rms_uv": rms, "peak_uv": 9.0, "noise_floor_uv": None,
          "on_threshold_uv": 8.0, "quality": "ok", "acc_activity_g": 0.01,
-         "state": "idle"}  # fmt: skip
+         "state": "idle", "tilt_deg": None if i % 2 else 10.0 * i}  # fmt: skip
     return TOPICS.summary("band-a"), build_summary("gw1", "band-a", T0 + i, s)
 
 
@@ -85,8 +85,8 @@ def test_fast_event_and_summary_points_equal_the_generic_line_protocol() -> None
         msg = parse_message(*_summary(i, rms))
         assert isinstance(msg, SummaryMessage)
         fields = {k: getattr(msg, k) for k in ("t_s", "rms_uv", "peak_uv", "noise_floor_uv",
-                                                "on_threshold_uv", "acc_activity_g", "quality",
-                                                "state")}  # fmt: skip
+                                                "on_threshold_uv", "acc_activity_g",
+                                                "tilt_deg", "quality", "state")}  # fmt: skip
         tags = {"band": msg.band_id, "gateway": msg.gateway}
         assert to_line(msg, 0) == line("envelope", tags, fields, msg.time_ms)
     point = to_line(parse_message(*_event(1)), 0)
