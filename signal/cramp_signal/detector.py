@@ -599,9 +599,13 @@ class CrampDetector:
                     if not self._ep_rearm:
                         pauses = np.flatnonzero(run[j:k_end] >= self._pause_n)
                         p = j + int(pauses[0]) if pauses.size else k_end
-                    c0 = max(j, self._ep_confirm_frame - g0)
+                    # confirmation needs confirm_s of observed signal: each missing
+                    # frame postpones it by one frame, and it is taken at a frame seen
+                    missing = np.cumsum(~valid[j:])
+                    seen_at = g0 + j + np.arange(n - j) - missing
+                    c0 = j + int(np.searchsorted(seen_at, self._ep_confirm_frame))
                     if c0 < p:
-                        ok = np.flatnonzero(~below[c0:p])
+                        ok = np.flatnonzero(~below[c0:p] & valid[c0:p])
                         k_conf = c0 + int(ok[0]) if ok.size else n
                     if p < k_end:
                         hits = np.flatnonzero(trigger[p + 1 :])
@@ -620,6 +624,8 @@ class CrampDetector:
                         q = j + int(paused[-1])
                         self._ep_rearm = True
                         self._ep_pause_start = g0 + q - int(run[q]) + 1
+                if spasm:
+                    self._ep_confirm_frame += int((~valid[j:stop]).sum())
                 self._ep_e.append(e[j:stop])
                 self._ep_ok += int(okon[j:stop].sum())
                 if stop > j:

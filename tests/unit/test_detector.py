@@ -513,3 +513,28 @@ def test_moving_limb_needs_clear_emg_to_confirm(
         if confirmed
         else ["spasm_onset", "spasm_cleared"]
     )
+
+
+def test_a_spasm_cut_off_by_a_long_gap_is_not_confirmed_inside_the_gap() -> None:
+    """A link stall right after a spasm opened: what was not seen cannot confirm a cramp."""
+    fs = 1000.0
+    x = _emg(fs, 60.0, [(9.0, 10.5, 60.0)])
+    x[10_000:40_000] = np.nan  # 30 s missing while the burst still goes on
+    events = detect_array(x, fs)
+    assert _types(events) == ["spasm_onset", "spasm_cleared"]
+
+
+@pytest.mark.parametrize("chunk", [1, 173, 5000])
+def test_confirmation_needs_confirm_s_of_observed_signal(chunk: int) -> None:
+    """Missing frames inside a candidate postpone its confirmation by as long as they last."""
+    fs = 1000.0
+    x = _emg(fs, 50.0, [(5.0, 40.0, 80.0)])
+    clean = _one(detect_array(x, fs), "cramp_confirmed")
+    x[8_000:11_000] = np.nan  # 3 s lost, 3 s after the onset
+    det = CrampDetector(fs)
+    events = [e for k in range(0, x.size, chunk) for e in det.process(x[k : k + chunk])]
+    events += det.finish()
+    gapped = _one(events, "cramp_confirmed")
+    assert gapped.t_s == clean.t_s  # the same onset
+    assert gapped.emitted_at_s == pytest.approx(clean.emitted_at_s + 3.0, abs=0.01)
+    assert _types(events) == ["spasm_onset", "cramp_confirmed", "cramp_end"]
