@@ -15,26 +15,12 @@ from typing import Any
 import pytest
 
 from sensor_gateway.local_servers import INFLUXD, MOSQUITTO, InfluxServer, free_port
+from tests.fixtures.processes import processes_mentioning
 
 pytestmark = pytest.mark.integration
 
 # Seed 11's night has its first cramp 213 s in: 3.5 s of wall time at 60x.
 SEED = 11
-
-
-def _children_of(data_dir: Path) -> list[str]:
-    """Command lines of live processes that mention the demo's data directory."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if str(data_dir) in cmd:
-            found.append(cmd)
-    return found
 
 
 def _read_until(proc: subprocess.Popen[str], pattern: str, timeout_s: float) -> str:
@@ -86,7 +72,7 @@ def test_demo_runs_the_live_path_and_ctrl_c_stops_everything(tmp_path: Path) -> 
             proc.wait()
     assert proc.returncode == 0, rest
     assert "every child exited cleanly" in rest, rest
-    assert _children_of(data) == []
+    assert processes_mentioning(str(data)) == []
 
     # Nothing lost on the way out: the cramp the demo announced, and its end (closed by
     # the gateway's shutdown), are in the demo's InfluxDB, each exactly once.

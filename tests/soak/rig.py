@@ -69,6 +69,7 @@ from sensor_gateway.local_servers import InfluxServer, MosquittoServer, crampwat
 from sensor_gateway.messages import MessageError, StatusMessage, Topics, parse_message
 from sensor_gateway.mqtt import MqttAdapter, MqttConfig
 from sensor_gateway.recordings import open_recording
+from tests.fixtures.processes import is_zombie, processes_mentioning
 
 __all__ = [
     "FaultPlan",
@@ -365,34 +366,11 @@ def _clean_reference(plan: SoakPlan, result: SoakResult) -> None:
     result.clean_reference = detect_array(emg, EMG_FS, acc, ACC_FS)
 
 
-def _processes_mentioning(text: str) -> list[str]:
-    """Command lines of live processes that mention ``text``."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if text in cmd and proc.name != str(os.getpid()) and not _zombie(proc):
-            found.append(f"{proc.name}: {cmd}")
-    return found
-
-
-def _zombie(proc: Path) -> bool:
-    """Whether ``/proc/<pid>`` is a zombie (exited, not yet reaped) or gone."""
-    try:
-        return (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return True
-
-
 def _leftovers(directory: Path, pids: Sequence[int]) -> list[str]:
     """Live processes of the run: mentioning ``directory``, or one of ``pids``."""
-    found = _processes_mentioning(str(directory))
+    found = processes_mentioning(str(directory))
     return found + [f"{pid}: BlueZ test bed" for pid in pids
-                    if not _zombie(Path(f"/proc/{pid}"))]  # fmt: skip
+                    if not is_zombie(Path(f"/proc/{pid}"))]  # fmt: skip
 
 
 def _write_secret(path: Path, value: str) -> None:
