@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
-__all__ = ["STOP_SIGNALS", "on_stop_signals"]
+__all__ = ["STOP_SIGNALS", "on_stop_signals", "run_until_stopped"]
 
 #: Ctrl-C, and what ``docker stop``, systemd and ``crampwatch demo`` send.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -29,3 +29,14 @@ def on_stop_signals(request_stop: Callable[[], object]) -> Iterator[None]:
     finally:
         for sig in STOP_SIGNALS:
             loop.remove_signal_handler(sig)
+
+
+async def run_until_stopped(
+    run: Callable[[asyncio.Event], Awaitable[None]], duration_s: float | None = None
+) -> None:
+    """Await ``run(stop)``; ``stop`` is set by SIGINT/SIGTERM or after ``duration_s``."""
+    stop = asyncio.Event()
+    if duration_s is not None:
+        asyncio.get_running_loop().call_later(duration_s, stop.set)
+    with on_stop_signals(stop.set):
+        await run(stop)

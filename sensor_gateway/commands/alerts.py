@@ -17,7 +17,7 @@ import asyncio
 from pathlib import Path
 
 from sensor_gateway.commands._argtypes import positive_float
-from sensor_gateway.stop_signals import on_stop_signals
+from sensor_gateway.stop_signals import run_until_stopped
 
 HELP = "alert on cramps, frequent cramps and band problems (MQTT topic, webhooks)"
 
@@ -55,11 +55,7 @@ def run(args: argparse.Namespace) -> int:
     async def main() -> None:
         query = None if influx_cfg is None else query_for(influx_cfg)
         service = AlertService(cfg, mqtt_cfg, webhooks, tz=tz, query=query)
-        stop = asyncio.Event()
-        if args.duration is not None:
-            asyncio.get_running_loop().call_later(args.duration, stop.set)
-        with on_stop_signals(stop.set):
-            await service.run(stop)
+        await run_until_stopped(service.run, args.duration)
 
     asyncio.run(main())
     return 0

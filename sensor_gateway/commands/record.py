@@ -15,7 +15,7 @@ import asyncio
 from pathlib import Path
 
 from sensor_gateway.commands._argtypes import positive_float
-from sensor_gateway.stop_signals import on_stop_signals
+from sensor_gateway.stop_signals import run_until_stopped
 
 HELP = "store crampwatch MQTT events, status and summaries in InfluxDB"
 
@@ -54,11 +54,7 @@ def run(args: argparse.Namespace) -> int:
             retry_interval_s=influx_cfg.retry_interval_s,
             status_interval_s=influx_cfg.status_interval_s or None,
         )
-        stop = asyncio.Event()
-        if args.duration is not None:
-            asyncio.get_running_loop().call_later(args.duration, stop.set)
-        with on_stop_signals(stop.set):
-            await recorder.run(stop)
+        await run_until_stopped(recorder.run, args.duration)
 
     asyncio.run(main())
     return 0
