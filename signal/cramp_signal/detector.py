@@ -58,6 +58,8 @@ from cramp_signal.features import (
     WindowSums,
     median_and_percentile,
     median_frequency,
+    page_cusum,
+    page_cusum_bound,
     rising_edge_start,
     run_lengths,
     since_last,
@@ -151,6 +153,9 @@ class CrampDetector:
         self._back_n = round(c.onset_backtrack_s / self._dt)
         self._look_n = max(2, round(c.onset_lookback_s / self._dt))
         self._init_frames = max(self._na, round(c.floor_init_s / self._dt))
+        self._cus_n = max(2, round(c.cusum_memory_s / self._dt))
+        self._cusum = c.cusum_h > 0
+        self._cus_live = False  # CUSUM in use (after the first noise update)
         self._win = WindowSums(self._na, self._fpb)
         # sample level: the current block, filtered in place, and its artefact flags
         self._n_samples = 0
@@ -163,7 +168,7 @@ class CrampDetector:
         self._blk_flat = False
         # frame level: energy and onset-indicator history, frame g at index g + _h_off
         # frames kept: look-back, windows, the current block, the end window
-        self._pad = max(self._look_n, self._na, self._m_on, self._fpb, self._end_n)
+        self._pad = max(self._look_n, self._na, self._m_on, self._fpb, self._end_n, self._cus_n)
         self._eh = np.zeros(self._pad + 8 * self._fpb)
         self._ih = np.zeros(self._eh.size, dtype=bool)  # above the hold threshold
         self._bh = np.zeros(self._eh.size, dtype=bool)  # below release (in episodes only)
@@ -176,6 +181,7 @@ class CrampDetector:
         self._noise_peak = 0.0
         self._n_updates = 1  # noise statistics estimated so far (the initial one included)
         self._on_thr = self._off_thr = self._hold_thr = math.nan
+        self._cus_ref = math.nan  # resting power of the CUSUM
         self._flat_thr = c.lead_off_rms_uv
         self._init_vals: list[FloatArray] = []
         # block accumulators
@@ -458,7 +464,8 @@ class CrampDetector:
             and self._floor is not None
         )
         if clean and self._state == IDLE:
-            if hi <= self._on_thr:  # nothing reaches the onset threshold: no onset, no spike
+            # no onset threshold crossing (so no spike either), and no CUSUM alarm
+            if hi <= self._on_thr and (hi <= self._off_thr or not self._cusum_may_fire(i0, nf)):
                 self._since_art += nf
                 np.greater(env, self._hold_thr, out=self._ih[i0 : i0 + nf])
                 self._prev_on = False
@@ -557,6 +564,11 @@ class CrampDetector:
         # onset threshold that end a window mostly above the release threshold
         hold = window_counts(self._ih[i0 - self._m_on + 1 : i0 + n], self._m_on)
         trigger = (hold >= self._hold_need) & ind
+        # Page's CUSUM: a second way to open from idle, at frames above the release
+        # threshold (computed lazily, idle stretches only)
+        gate = None
+        if self._cus_live:
+            gate = (env > self._off_thr) & okon & ~trigger
         run = run_lengths(below, self._run)
         self._run = int(run[-1])
         self._bh[i0 : i0 + n] = below
@@ -570,6 +582,8 @@ class CrampDetector:
                     break
                 hits = np.flatnonzero(trigger[j:])
                 k = j + int(hits[0]) if hits.size else n
+                if gate is not None:
+                    k = self._cusum_hit(i0, gate, j, k)
                 idle_env = env[j:k][rest[j:k]]
                 if idle_env.size:
                     self._blk_idle.append(idle_env)
@@ -647,6 +661,39 @@ class CrampDetector:
                 else:
                     self._anchor(g, self._ep_pause_start, float(env[k]))
                 j = k + 1
+
+    def _cusum_may_fire(self, i0: int, nf: int) -> bool:
+        """Whether the CUSUM could exceed ``cusum_h`` at frames ``i0..i0+nf-1`` (a bound)."""
+        if not self._cus_live:
+            return False
+        c = self.config
+        bound = page_cusum_bound(
+            self._eh[i0 - self._cus_n + 1 : i0 + nf],
+            self._cus_n,
+            noise_power=self._cus_ref,
+            drift=c.cusum_drift,
+            clip=c.cusum_clip,
+        )
+        return bound > c.cusum_h - 1e-6  # margin for the rounding of the two sums
+
+    def _cusum_hit(self, i0: int, gate: NDArray[np.bool_], j: int, k: int) -> int:
+        """First frame in ``j..k-1`` (indices of the segment at history index ``i0``)
+        at which Page's CUSUM of the frame energies exceeds ``cusum_h``, else ``k``."""
+        c = self.config
+        cand = np.flatnonzero(gate[j:k])
+        if not cand.size:
+            return k
+        cand += j
+        s = page_cusum(
+            self._eh,
+            cand + i0,
+            self._cus_n,
+            noise_power=self._cus_ref,
+            drift=c.cusum_drift,
+            clip=c.cusum_clip,
+        )
+        over = np.flatnonzero(s > c.cusum_h)
+        return int(cand[over[0]]) if over.size else k
 
     # ------------------------------------------------------------------ episodes
 
@@ -814,6 +861,9 @@ class CrampDetector:
         self._on_thr = max(c.on_ratio * floor, c.peak_on_ratio * noise_peak)
         self._off_thr = max(c.off_ratio * floor, c.peak_off_ratio * noise_peak)
         self._hold_thr = self._off_thr + c.onset_hold_level * (self._on_thr - self._off_thr)
+        # the CUSUM needs a known resting power: not on the crude first estimate
+        self._cus_live = self._cusum and self._n_updates > 1
+        self._cus_ref = max(floor, c.cusum_peak_ratio * noise_peak) ** 2
         self._flat_thr = max(c.lead_off_rms_uv, c.lead_off_floor_ratio * floor)
 
     def _init_floor(self) -> None:

@@ -177,3 +177,61 @@ def median_frequency(psd: FloatArray, freqs: FloatArray) -> float:
         return float("nan")
     c = np.cumsum(psd)
     return float(freqs[int(np.searchsorted(c, total / 2.0))])
+
+
+def page_cusum(
+    energy: FloatArray,
+    ends: NDArray[np.intp],
+    memory: int,
+    *,
+    noise_power: float,
+    drift: float,
+    clip: float,
+) -> FloatArray:
+    """Page's CUSUM of frame energies against a known resting power, at given frames.
+
+    Page (1954): with increments ``z_i = min(e_i / noise_power, clip) - drift``, the
+    statistic at frame ``k`` is ``S_k = max(0, max_j sum(z_j..z_k))``, the evidence
+    for a sustained rise of the power above ``drift`` x the resting power.  Here
+    the memory is finite, ``k - memory < j <= k``, so ``S_k`` is a function of the
+    ``memory`` frames ending at ``k`` only: each is computed from its own gathered
+    row, in the same order, and a stream cut into chunks gives bit-identical values.
+    ``clip`` bounds what one frame (a spike, a QRS residue) can contribute.
+
+    Parameters
+    ----------
+    energy
+        Frame energies (mean square per frame), oldest first.
+    ends
+        Indices into ``energy`` of the frames at which ``S`` is wanted; each must
+        have ``memory - 1`` frames before it.
+    memory, noise_power, drift, clip
+        Window length (frames), resting power, and drift and clip in units of it.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``S`` at each of ``ends`` (in units of the resting power).
+    """
+    if ends.size == 0:
+        return np.zeros(0)
+    rows = energy[ends[:, None] + np.arange(1 - memory, 1)[None, ::-1]]  # newest first
+    z = np.minimum(rows / max(noise_power, 1e-300), clip) - drift
+    suffix = np.cumsum(z, axis=1)  # sums z_j..z_k for j = k, k-1, ...
+    out: FloatArray = np.maximum(np.max(suffix, axis=1), 0.0)
+    return out
+
+
+def page_cusum_bound(
+    energy: FloatArray, memory: int, *, noise_power: float, drift: float, clip: float
+) -> float:
+    """An upper bound of :func:`page_cusum` at every frame of ``energy`` from ``memory - 1`` on.
+
+    The largest sum of the positive increments ``max(z_i, 0)`` over ``memory``
+    consecutive frames: no suffix sum within one window can exceed it.  One
+    cumulative sum, so a stretch where it stays below the threshold can skip the
+    exact statistic.  Parameters as in :func:`page_cusum`.
+    """
+    z = np.clip(energy / max(noise_power, 1e-300) - drift, 0.0, clip - drift)
+    c = np.concatenate([[0.0], np.cumsum(z)])
+    return float(np.max(c[memory:] - c[: c.size - memory]))

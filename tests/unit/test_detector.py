@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from cramp_signal.detector import CrampDetector, DetectorConfig, DetectorEvent, detect_array
 from cramp_signal.errors import ConfigurationError, SignalError
+from cramp_signal.features import page_cusum, page_cusum_bound
 
 NOISE_UV = 5.0
 
@@ -262,6 +263,12 @@ def test_summaries_one_per_second_with_floor_and_state() -> None:
 def test_invalid_inputs_raise_signal_errors() -> None:
     with pytest.raises(ConfigurationError):
         DetectorConfig(off_ratio=3.0, on_ratio=2.0)
+    with pytest.raises(ConfigurationError):
+        DetectorConfig(cusum_h=-1.0)
+    with pytest.raises(ConfigurationError):
+        DetectorConfig(cusum_drift=3.0)  # not below the clip
+    with pytest.raises(ConfigurationError):
+        DetectorConfig(cusum_memory_s=0.0)
     with pytest.raises(ConfigurationError):
         CrampDetector(0.0)
     with pytest.raises(SignalError):
@@ -538,3 +545,82 @@ def test_confirmation_needs_confirm_s_of_observed_signal(chunk: int) -> None:
     assert gapped.t_s == clean.t_s  # the same onset
     assert gapped.emitted_at_s == pytest.approx(clean.emitted_at_s + 3.0, abs=0.01)
     assert _types(events) == ["spasm_onset", "cramp_confirmed", "cramp_end"]
+
+
+def _slow_ramp(fs: float, seed: int, rise_s: float = 0.7, rms_uv: float = 25.0) -> np.ndarray:
+    """20 s of noise; from 10 s a contraction whose RMS rises linearly to ``rms_uv``."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(scale=NOISE_UV, size=round(20.0 * fs))
+    a, b = round(10.0 * fs), round(16.0 * fs)
+    ramp = np.minimum(np.arange(b - a) / fs / rise_s, 1.0)
+    x[a:b] += rng.normal(size=b - a) * rms_uv * ramp
+    return x
+
+
+def test_page_cusum_is_the_recursion_with_reset() -> None:
+    rng = np.random.default_rng(3)
+    e = rng.chisquare(3, size=80) / 3 * np.linspace(1.0, 3.0, 80)
+    drift, clip, memory = 1.4, 3.0, 200
+    s, ref = 0.0, []
+    for v in e:  # Page (1954): S_k = max(0, S_{k-1} + z_k)
+        s = max(0.0, s + min(v, clip) - drift)
+        ref.append(s)
+    # memory covers all frames: frames before the first one (zero energy) never
+    # raise a suffix sum, so the finite-memory statistic is the recursion's
+    padded = np.concatenate([np.zeros(memory - 1), e])
+    got = page_cusum(
+        padded, np.arange(memory - 1, padded.size), memory, noise_power=1.0, drift=drift, clip=clip
+    )
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(min_value=0, max_value=2**32 - 1), st.integers(min_value=2, max_value=80))
+def test_page_cusum_bound_is_never_below_the_statistic(seed: int, memory: int) -> None:
+    rng = np.random.default_rng(seed)
+    e = rng.chisquare(10, size=300) / 10 * rng.uniform(0.5, 4.0)  # noise, then maybe more
+    e[150:] *= rng.uniform(1.0, 3.0)
+    kw = {"noise_power": 1.0, "drift": 1.4, "clip": 3.0}
+    exact = page_cusum(e, np.arange(memory - 1, e.size), memory, **kw)
+    assert page_cusum_bound(e, memory, **kw) >= exact.max() - 1e-9
+    # and it is tight where all increments in the window are positive
+    assert page_cusum_bound(np.full(memory, 5.0), memory, **kw) == pytest.approx(1.6 * memory)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_cusum_announces_a_slow_weak_ramp_earlier_at_the_same_onset(seed: int) -> None:
+    x = _slow_ramp(2000.0, seed)
+    plain = _one(detect_array(x, 2000.0, config=DetectorConfig(cusum_h=0.0)), "spasm_onset")
+    onset = _one(detect_array(x, 2000.0), "spasm_onset")
+    assert onset.emitted_at_s <= plain.emitted_at_s - 0.01
+    assert 9.95 <= onset.t_s <= 10.2
+    assert onset.emitted_at_s - 10.0 <= 0.3
+
+
+@pytest.mark.parametrize("beat_uv", [15.0, 25.0, 40.0])
+def test_cusum_opens_nothing_more_on_noise_with_heart_beat_spikes(beat_uv: float) -> None:
+    rng = np.random.default_rng(8)
+    fs = 2000.0
+    x = rng.normal(scale=NOISE_UV, size=round(120.0 * fs))
+    qrs = np.hanning(round(0.08 * fs)) * beat_uv  # 80-ms complexes, 0.9 s apart
+    for t in np.arange(0.3, 118.0, 0.9):
+        i = round(t * fs)
+        x[i : i + qrs.size] += qrs * np.sin(np.arange(qrs.size) * 2 * np.pi * 30 / fs)
+    plain = detect_array(x, fs, config=DetectorConfig(cusum_h=0.0))
+    assert detect_array(x, fs) == plain
+
+
+@pytest.mark.parametrize("rate", [250.0, 1000.0, 2000.0])
+def test_cusum_opens_nothing_on_white_noise(rate: float) -> None:
+    noise = np.random.default_rng(9).normal(scale=NOISE_UV, size=round(300.0 * rate))
+    assert "spasm_onset" not in _types(detect_array(noise, rate))
+
+
+RAMP = _slow_ramp(2000.0, 0)
+RAMP_REF = _stream(RAMP, 2000.0, [])
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.lists(st.integers(min_value=1, max_value=9000), min_size=1, max_size=60))
+def test_cusum_onset_identical_with_random_chunk_sizes(sizes: list[int]) -> None:
+    assert _stream(RAMP, 2000.0, sizes) == RAMP_REF
