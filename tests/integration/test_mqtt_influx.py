@@ -24,6 +24,7 @@ from tests.fixtures.servers import InfluxServer, MosquittoServer
 from tests.integration.mqtt_rig import (
     BASE_EVENTS,
     T0,
+    Body,
     Rig,
     cfg_for,
     check_exactly_once,
@@ -296,34 +297,24 @@ def test_v1_writer_gzip_body_is_stored(influxdb: InfluxServer) -> None:
     assert [r["rms_uv"] for r in rows] == [i + 0.5 for i in range(500)]
 
 
-def test_detector_events_end_to_end_exactly_once(
-    mosquitto: MosquittoServer, influxdb: InfluxServer, tmp_path: Path
+@pytest.mark.parametrize(
+    "scenario",
+    [
+        _test_detector_events_end_to_end_exactly_once,
+        _test_home_assistant_sees_discovery_and_last_cramp,
+        _test_broker_killed_mid_stream_loses_and_duplicates_nothing,
+        _test_influxdb_down_spools_and_drains_in_order,
+        _test_gateway_and_recorder_restarts_lose_nothing,
+        _test_auth_and_acl_keep_strangers_out,
+        _test_bad_payloads_are_counted_and_skipped,
+    ],
+    ids=lambda f: f.__name__.removeprefix("_test_"),
+)
+def test_rig_scenario(
+    scenario: Body, mosquitto: MosquittoServer, influxdb: InfluxServer, tmp_path: Path
 ) -> None:
-    """See :func:`_test_detector_events_end_to_end_exactly_once`."""
-    run_rig(_test_detector_events_end_to_end_exactly_once, mosquitto, influxdb, tmp_path)
-
-
-def test_home_assistant_sees_discovery_and_last_cramp(
-    mosquitto: MosquittoServer, influxdb: InfluxServer, tmp_path: Path
-) -> None:
-    """See :func:`_test_home_assistant_sees_discovery_and_last_cramp`."""
-    run_rig(_test_home_assistant_sees_discovery_and_last_cramp, mosquitto, influxdb, tmp_path)
-
-
-def test_broker_killed_mid_stream_loses_and_duplicates_nothing(
-    mosquitto: MosquittoServer, influxdb: InfluxServer, tmp_path: Path
-) -> None:
-    """See :func:`_test_broker_killed_mid_stream_loses_and_duplicates_nothing`."""
-    run_rig(
-        _test_broker_killed_mid_stream_loses_and_duplicates_nothing, mosquitto, influxdb, tmp_path
-    )
-
-
-def test_influxdb_down_spools_and_drains_in_order(
-    mosquitto: MosquittoServer, influxdb: InfluxServer, tmp_path: Path
-) -> None:
-    """See :func:`_test_influxdb_down_spools_and_drains_in_order`."""
-    run_rig(_test_influxdb_down_spools_and_drains_in_order, mosquitto, influxdb, tmp_path)
+    """Each scenario above (its docstring says what it checks) on a fresh rig."""
+    run_rig(scenario, mosquitto, influxdb, tmp_path)
 
 
 def test_full_spool_holds_acks_and_loses_nothing(
@@ -339,24 +330,3 @@ def test_full_spool_holds_acks_and_loses_nothing(
     assert any("influx spool" in m and "% full" in m for m in said), "warning near full"
     assert sum("FULL" in m for m in said) == 1, "the refusal is an error, once"
     assert sum("cannot store a batch" in m for m in said if "points" in m) == 1
-
-
-def test_gateway_and_recorder_restarts_lose_nothing(
-    mosquitto: MosquittoServer, influxdb: InfluxServer, tmp_path: Path
-) -> None:
-    """See :func:`_test_gateway_and_recorder_restarts_lose_nothing`."""
-    run_rig(_test_gateway_and_recorder_restarts_lose_nothing, mosquitto, influxdb, tmp_path)
-
-
-def test_auth_and_acl_keep_strangers_out(
-    mosquitto: MosquittoServer, influxdb: InfluxServer, tmp_path: Path
-) -> None:
-    """See :func:`_test_auth_and_acl_keep_strangers_out`."""
-    run_rig(_test_auth_and_acl_keep_strangers_out, mosquitto, influxdb, tmp_path)
-
-
-def test_bad_payloads_are_counted_and_skipped(
-    mosquitto: MosquittoServer, influxdb: InfluxServer, tmp_path: Path
-) -> None:
-    """See :func:`_test_bad_payloads_are_counted_and_skipped`."""
-    run_rig(_test_bad_payloads_are_counted_and_skipped, mosquitto, influxdb, tmp_path)
