@@ -4,9 +4,10 @@ pyedflib (EDFlib) writes each data record to the file as it is completed, but th
 header keeps "number of data records = -1" until ``close``, which also writes the
 annotations (gaps, end of signal).  Readers refuse such a file.  Repair patches the
 header to the number of whole data records present and cuts a partly written last
-record: every second that reached the disk is kept.  What only ``close`` would have
-written is lost: the gap annotations (missing samples then read as zeros, a flat
-line the detector reports as ``lead_off``) and the exact end within the last second.
+record: every second that reached the disk is kept.  Then the gaps and annotations
+the writer journaled next to the file (``<file>.journal``) are put back
+(:func:`sensor_gateway.recordings.restore_journal`).  Only the exact end within the
+last second is lost.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sensor_gateway.errors import RecordingError
-from sensor_gateway.recordings import edf_geometry
+from sensor_gateway.recordings import edf_geometry, restore_journal
 
 __all__ = ["EdfRepair", "find_unclosed", "is_unclosed", "repair_unclosed"]
 
@@ -42,16 +43,24 @@ class EdfRepair:
         Whole data records kept (each one second of signal for crampwatch files).
     cut_bytes
         Bytes of a partly written last record that were removed.
+    journaled
+        Gaps and annotations put back from the writer's journal.
+    torn_lines
+        Journal lines that could not be read (a line cut off by the crash).
     """
 
     path: Path
     records: int
     cut_bytes: int
+    journaled: int = 0
+    torn_lines: int = 0
 
     def describe(self) -> str:
         """One line for the log and the terminal."""
         cut = f", cut {self.cut_bytes} bytes of an incomplete record" if self.cut_bytes else ""
-        return f"{self.path}: recovered {self.records} data records{cut}"
+        notes = f", restored {self.journaled} gaps/annotations" if self.journaled else ""
+        torn = f" ({self.torn_lines} unreadable journal lines)" if self.torn_lines else ""
+        return f"{self.path}: recovered {self.records} data records{cut}{notes}{torn}"
 
 
 def is_unclosed(path: Path) -> bool:
@@ -64,6 +73,9 @@ def is_unclosed(path: Path) -> bool:
 
 def repair_unclosed(path: Path) -> EdfRepair:
     """Make an unclosed EDF/BDF file readable, in place, keeping every whole data record.
+
+    The header is patched first (the file is then readable, without gaps); then the
+    writer's journal, if any, is applied, which rewrites the file.
 
     Raises
     ------
@@ -92,7 +104,8 @@ def repair_unclosed(path: Path) -> EdfRepair:
             os.fsync(f.fileno())
     except OSError as exc:
         raise RecordingError(f"{path}: cannot repair ({exc.strerror})") from None
-    return EdfRepair(path, n, g.file_bytes - keep)
+    journaled, torn = restore_journal(path)
+    return EdfRepair(path, n, g.file_bytes - keep, journaled, torn)
 
 
 def find_unclosed(folder: Path) -> Iterable[Path]:

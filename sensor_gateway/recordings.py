@@ -8,7 +8,9 @@ channels are ``ACC X``, ``ACC Y``, ``ACC Z`` in ``g``.
 from __future__ import annotations
 
 import io
+import json
 import math
+import os
 import re
 import warnings
 from collections.abc import Iterator
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TextIO
 
 import numpy as np
 from numpy.typing import NDArray
@@ -402,7 +404,8 @@ def _emg_scale(path: Path, label: str, unit: str) -> float | None:
 class _EdfRecording(RecordingReader):
     """EDF/EDF+/BDF/BDF+ via pyedflib, read with ``readSignal(start, n)``."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, extra: tuple[Annotation, ...] = ()) -> None:
+        """Open ``path``; ``extra`` annotations count as if the file held them."""
         import pyedflib  # noqa: PLC0415 (keep import of the module light)
 
         self._path = path
@@ -451,7 +454,7 @@ class _EdfRecording(RecordingReader):
         annotations = [
             Annotation(float(o), None if float(d) < 0 else float(d), str(t))
             for o, d, t in zip(*notes, strict=True)
-        ]
+        ] + list(extra)
         emg_fs = rates[emg_i]
         n_emg = counts[emg_i]
         ends = [a for a in annotations if a.text == END_TEXT]
@@ -772,9 +775,12 @@ class RecordingWriter:
     true end is written, so reading back gives exactly the samples written.  NaN EMG
     samples are written as 0 and covered by merged ``crampwatch:gap`` annotations
     (CSV: empty cells); NaN accelerometer rows outside EMG gaps get
-    ``crampwatch:acc-gap`` annotations.  Values outside the physical ranges
-    (EMG −16384…16383.5 µV, ACC −32.768…32.767 g) are clipped and counted in
-    :attr:`clipped_emg` / :attr:`clipped_acc`.
+    ``crampwatch:acc-gap`` annotations.  EDF+/BDF+ annotations are only written on
+    close, so until then each gap and annotation is also appended to a journal next
+    to the file (``<file>.journal``, removed on close), from which
+    :func:`restore_journal` puts them back after a crash.  Values outside the
+    physical ranges (EMG −16384…16383.5 µV, ACC −32.768…32.767 g) are clipped and
+    counted in :attr:`clipped_emg` / :attr:`clipped_acc`.
 
     Parameters
     ----------
@@ -847,10 +853,14 @@ class RecordingWriter:
         self._annotations: list[Annotation] = []
         self._closed = False
         self._backend: _EdfBackend | _CsvBackend
+        self._journal: TextIO | None = None
+        self._journal_path: Path | None = None
         if file_format == "CSV":
             self._backend = _CsvBackend(self)
         else:
             self._backend = _EdfBackend(self)
+            self._journal_path = journal_path(self.path)
+            self._journal_path.unlink(missing_ok=True)  # a crashed run's, for a file now gone
 
     @property
     def clipped(self) -> int:
@@ -883,7 +893,10 @@ class RecordingWriter:
                 f"chunk starts at sample {chunk.start_sample}, expected {self._n_emg}",
             )
         emg = np.asarray(chunk.emg_uv, dtype=np.float64).ravel()
-        _add_runs(self._gaps, _runs(np.isnan(emg), self._n_emg))
+        runs = _runs(np.isnan(emg), self._n_emg)
+        _add_runs(self._gaps, runs)
+        for a, b in runs:
+            self._journal_note(Annotation(a / self.emg_fs, (b - a) / self.emg_fs, GAP_TEXT))
         lo, hi = EMG_PHYS_RANGE
         self.clipped_emg += int(np.count_nonzero((emg < lo) | (emg > hi)))
         self._emg_buf.append(np.clip(emg, lo, hi))  # NaN stays NaN
@@ -896,7 +909,11 @@ class RecordingWriter:
         self._flush(final=False)
 
     def _push_acc(self, acc: FloatArray) -> None:
-        _add_runs(self._acc_gaps, _runs(np.asarray(np.isnan(acc).any(axis=1)), self._n_acc))
+        runs = _runs(np.asarray(np.isnan(acc).any(axis=1)), self._n_acc)
+        _add_runs(self._acc_gaps, runs)
+        afs = self.acc_fs or 1
+        for a, b in runs:
+            self._journal_note(Annotation(a / afs, (b - a) / afs, ACC_GAP_TEXT))
         lo, hi = ACC_PHYS_RANGE
         self.clipped_acc += int(np.count_nonzero((acc < lo) | (acc > hi)))
         self._acc_buf.append(np.clip(acc, lo, hi))
@@ -906,7 +923,21 @@ class RecordingWriter:
         """Add an annotation (seconds from the first sample; ``None`` = no duration)."""
         if self._closed:
             raise _fail(self.path, "annotate after close")
-        self._annotations.append(Annotation(float(onset_s), duration_s, text))
+        note = Annotation(float(onset_s), duration_s, text)
+        self._annotations.append(note)
+        self._journal_note(note)
+
+    def _journal_note(self, note: Annotation) -> None:
+        """Append ``note`` to the journal (EDF+/BDF+), flushed: it survives the process."""
+        if self._journal_path is None:
+            return
+        try:
+            if self._journal is None:
+                self._journal = self._journal_path.open("w", encoding="utf-8")
+            self._journal.write(json.dumps([note.onset_s, note.duration_s, note.text]) + "\n")
+            self._journal.flush()
+        except OSError as exc:
+            raise _fail(self.path, f"cannot write its journal ({exc.strerror or exc})") from None
 
     def _flush(self, *, final: bool) -> None:
         """Hand whole 1-s records (and, when ``final``, the rest) to the backend."""
@@ -958,6 +989,10 @@ class RecordingWriter:
                 (a, min(b, limit)) for a, b in _subtract(self._acc_gaps, covered) if a < limit
             ]
         self._backend.finish(self._gaps, acc_gaps, self._annotations, self._records)
+        if self._journal is not None:
+            self._journal.close()
+        if self._journal_path is not None:
+            self._journal_path.unlink(missing_ok=True)
 
     def __enter__(self) -> RecordingWriter:
         return self
@@ -1185,3 +1220,76 @@ class _CsvBackend:
             self._f.close()
         except OSError as exc:
             raise _fail(self._w.path, f"writing failed ({exc.strerror or exc})") from None
+
+
+def journal_path(path: Path) -> Path:
+    """Where :class:`RecordingWriter` journals the gaps and annotations of ``path``."""
+    return path.with_name(path.name + ".journal")
+
+
+def _read_journal(path: Path) -> tuple[tuple[Annotation, ...], int]:
+    """The journal's annotations, and how many lines were unreadable (a torn last line)."""
+    notes: list[Annotation] = []
+    bad = 0
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            onset, duration, text = json.loads(line)
+            length = None if duration is None else float(duration)
+            notes.append(Annotation(float(onset), length, str(text)))
+        except (ValueError, TypeError):
+            bad += 1
+    return tuple(notes), bad
+
+
+def restore_journal(path: Path) -> tuple[int, int]:
+    """Put the journaled gaps and annotations back into a repaired EDF+/BDF+ file.
+
+    ``path`` must be readable (after :func:`sensor_gateway.edf_repair.repair_unclosed`).
+    The file is rewritten through :class:`RecordingWriter` with the journaled gaps
+    as missing samples and the other journaled annotations, so it reads back as if
+    its writer had closed it at the last whole second; the journal is then removed.
+
+    Returns
+    -------
+    tuple of int
+        Journal entries restored, and unreadable lines skipped (``(0, 0)`` without
+        a journal).
+
+    Raises
+    ------
+    RecordingError
+        The file or the journal cannot be read, or the new file cannot be written
+        (the original and its journal are then left as they are).
+    """
+    journal = journal_path(path)
+    if not journal.exists():
+        return 0, 0
+    try:
+        notes, bad = _read_journal(journal)
+    except OSError as exc:
+        raise _fail(journal, f"cannot read ({exc.strerror or exc})") from None
+    rec = _EdfRecording(path, notes)
+    info = rec.info
+    if info.file_format not in WRITE_FORMATS:
+        raise _fail(path, f"a journal for a {info.file_format} file: not written by crampwatch")
+    tmp = path.with_name(f"{path.stem}.restoring{path.suffix}")
+    try:
+        with RecordingWriter(
+            tmp,
+            emg_fs=info.emg.fs_hz,
+            acc_fs=info.acc[0].fs_hz if info.acc else None,
+            start=info.start,
+            emg_label=info.emg.label,
+            file_format=info.file_format,
+        ) as w:
+            for chunk in rec.chunks(10.0):
+                w.write(chunk)
+            for a in info.annotations:  # the gaps come back as missing samples
+                if a.text not in (GAP_TEXT, ACC_GAP_TEXT) and a.onset_s < info.duration_s:
+                    w.annotate(a.onset_s, a.duration_s, a.text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    journal.unlink(missing_ok=True)
+    return len(notes), bad

@@ -1,7 +1,8 @@
 """``crampwatch repair FILE...``: recover EDF+/BDF+ recordings left unclosed by a crash.
 
-Keeps every whole data record (one second each) and makes the file readable again;
-see :mod:`sensor_gateway.edf_repair` for what cannot be recovered.  The gateway does
+Keeps every whole data record (one second each), puts back the gaps and annotations
+the writer journaled, and makes the file readable again; see
+:mod:`sensor_gateway.edf_repair`.  The gateway does
 the same by itself at start-up for the files below its ``data_dir``.
 """
 

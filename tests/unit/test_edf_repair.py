@@ -14,28 +14,28 @@ from sensor_gateway.cli import main
 from sensor_gateway.edf_repair import find_unclosed, is_unclosed, repair_unclosed
 from sensor_gateway.errors import RecordingError
 from sensor_gateway.gateway import Gateway, GatewayConfig
-from sensor_gateway.recordings import RecordingWriter, SignalChunk, open_recording
-
-SECONDS = 12
+from sensor_gateway.recordings import (
+    RecordingWriter,
+    SignalChunk,
+    journal_path,
+    open_recording,
+)
+from tests.unit.crash_night import SECONDS, write_night
 
 _CRASHING_WRITER = """
 import os, sys
-from datetime import datetime
-import numpy as np
-from sensor_gateway.recordings import RecordingWriter, SignalChunk
-w = RecordingWriter(sys.argv[1], emg_fs=2000, acc_fs=100, start=datetime(2026, 1, 1, 23),
-                    file_format=sys.argv[2])
-rng = np.random.default_rng(7)
-for i in range({seconds}):
-    w.write(SignalChunk(i * 2000, rng.normal(0, 5, 2000), np.zeros((100, 3))))
+from tests.unit.crash_night import write_night
+write_night(sys.argv[1], sys.argv[2], with_gaps=sys.argv[3] == "gaps")
 os._exit(0)  # the power goes: no close()
 """
 
 
-def _crash(path: Path, file_format: str = "EDF+", *, partial_bytes: int = 0) -> None:
+def _crash(
+    path: Path, file_format: str = "EDF+", *, partial_bytes: int = 0, with_gaps: bool = False
+) -> None:
     """Write ``SECONDS`` s in a child that dies before closing; optionally half a record more."""
-    code = _CRASHING_WRITER.format(seconds=SECONDS)
-    subprocess.run([sys.executable, "-c", code, str(path), file_format], check=True)
+    args = [str(path), file_format, "gaps" if with_gaps else "none"]
+    subprocess.run([sys.executable, "-c", _CRASHING_WRITER, *args], check=True)
     with path.open("ab") as f:
         f.write(b"\x01" * partial_bytes)
 
@@ -62,12 +62,35 @@ def test_crashed_recording_is_refused_with_a_hint_then_repaired(
     assert info.duration_s == SECONDS
     # every second that reached the disk reads back as written (EDF LSB 0.5 µV)
     reference = tmp_path / f"closed{suffix}"
-    rng = np.random.default_rng(7)
-    with RecordingWriter(reference, emg_fs=2000, acc_fs=100, start=datetime(2026, 1, 1, 23),
-                         file_format=file_format) as w:  # fmt: skip
-        for i in range(SECONDS):
-            w.write(SignalChunk(i * 2000, rng.normal(0, 5, 2000), np.zeros((100, 3))))
+    write_night(reference, file_format).close()
     np.testing.assert_array_equal(_signal(path), _signal(reference))
+
+
+@pytest.mark.parametrize(("file_format", "suffix"), [("EDF+", ".edf"), ("BDF+", ".bdf")])
+def test_gaps_and_annotations_come_back_from_the_journal(
+    tmp_path: Path, file_format: str, suffix: str
+) -> None:
+    path = tmp_path / f"night{suffix}"
+    _crash(path, file_format, partial_bytes=700, with_gaps=True)
+    with journal_path(path).open("a", encoding="utf-8") as f:
+        f.write('[9.5, 0.25, "crampw')  # the crash cut the last line
+
+    fix = repair_unclosed(path)
+
+    # one EMG gap, one ACC gap inside it, one detector annotation; the torn line skipped
+    assert (fix.records, fix.journaled, fix.torn_lines) == (SECONDS, 3, 1)
+    assert "restored 3 gaps/annotations (1 unreadable journal lines)" in fix.describe()
+    assert not journal_path(path).exists()
+    reference = tmp_path / f"closed{suffix}"
+    write_night(reference, file_format, with_gaps=True).close()
+    assert not journal_path(reference).exists()  # a closed writer leaves no journal
+    got, want = open_recording(path), open_recording(reference)
+    assert got.info.annotations == want.info.annotations
+    assert [a.text for a in got.info.annotations] == ["crampwatch:gap", "crampwatch:spasm_onset#1"]
+    for a, b in zip(got.chunks(5.0), want.chunks(5.0), strict=True):
+        np.testing.assert_array_equal(a.emg_uv, b.emg_uv)  # NaN where the gap was
+        np.testing.assert_array_equal(a.acc_g, b.acc_g)
+    assert np.isnan(_signal(path)).sum() == 1000
 
 
 def test_a_closed_or_foreign_file_is_not_touched(tmp_path: Path) -> None:
@@ -94,7 +117,7 @@ def test_repair_command_reports_each_file(
     missing = tmp_path / "missing.edf"
     assert main(["repair", str(crashed), str(missing)]) == 1  # one failed, the other done
     out, err = capsys.readouterr()
-    assert out.strip() == f"{crashed}: recovered {SECONDS} data records"
+    assert out.strip() == f"{crashed}: recovered {SECONDS} data records"  # no journal: no gaps
     assert err.startswith("crampwatch: ") and "missing.edf" in err
     assert not is_unclosed(crashed)
 
