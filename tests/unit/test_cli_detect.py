@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -95,3 +96,23 @@ def test_detect_subprocess_stdout_is_only_json(night: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     types = [json.loads(line)["type"] for line in proc.stdout.splitlines()]
     assert types == ["spasm_onset", "cramp_confirmed", "cramp_end"]
+
+
+def test_readme_documents_every_field_detect_prints(
+    night: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README's contract table names every key of the records, and no other."""
+    assert main(["detect", str(night)]) == 0
+    docs = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    table = readme.split("### `crampwatch detect`: the event contract", 1)[1].split("```", 1)[0]
+    rows = {
+        line.split("|")[1].strip(): set(re.findall(r"`([a-z_]+)`", line.split("|")[2]))
+        for line in table.splitlines()
+        if line.startswith("| ")
+    }
+    common = {"type", "episode", "t_s", "emitted_at_s"}
+    assert {name.strip("`") for name in rows} >= common
+    end = next(d for d in docs if d["type"] == "cramp_end")
+    assert set(end) - common == rows["on `cramp_end`"]
+    assert {d["type"] for d in docs} <= rows["`type`"]
