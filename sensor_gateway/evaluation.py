@@ -499,6 +499,22 @@ def _speed(r: RecordingResult) -> str:
     return _fmt(r.duration_s / r.processing_s if r.processing_s > 0 else None, ".0f")
 
 
+def _score_cells(c: CrampScore, spec: str) -> list[str]:
+    """Counts, rates (formatted with ``spec``) and median timings of a cramp score."""
+    return [
+        str(c.n_truth),
+        str(c.tp),
+        str(c.fn),
+        str(c.fp),
+        _fmt(c.false_per_hour, spec),
+        _fmt(c.sensitivity, spec),
+        _fmt(c.precision, spec),
+        _fmt(c.onset_error.median_abs_ms),
+        _fmt(c.onset_latency.median_ms),
+        _fmt(c.confirm_latency.median_ms),
+    ]
+
+
 def cramp_rows(results: Sequence[RecordingResult]) -> list[list[str]]:
     """One table row per cramp-truth recording."""
     rows = []
@@ -510,16 +526,7 @@ def cramp_rows(results: Sequence[RecordingResult]) -> list[list[str]]:
             [
                 r.name,
                 _fmt(r.duration_s / 3600.0, ".2f"),
-                str(c.n_truth),
-                str(c.tp),
-                str(c.fn),
-                str(c.fp),
-                _fmt(c.false_per_hour, ".2f"),
-                _fmt(c.sensitivity, ".2f"),
-                _fmt(c.precision, ".2f"),
-                _fmt(c.onset_error.median_abs_ms),
-                _fmt(c.onset_latency.median_ms),
-                _fmt(c.confirm_latency.median_ms),
+                *_score_cells(c, ".2f"),
                 _fmt(c.end_error.median_abs_ms),
                 str(c.n_cleared),
                 str(r.n_quality_events),
@@ -642,16 +649,7 @@ def group_rows(results: Sequence[RecordingResult]) -> tuple[list[list[str]], lis
                     name,
                     str(len(cs)),
                     _fmt(c.duration_s / 3600.0, ".1f"),
-                    str(c.n_truth),
-                    str(c.tp),
-                    str(c.fn),
-                    str(c.fp),
-                    _fmt(c.false_per_hour, ".3f"),
-                    _fmt(c.sensitivity, ".3f"),
-                    _fmt(c.precision, ".3f"),
-                    _fmt(c.onset_error.median_abs_ms),
-                    _fmt(c.onset_latency.median_ms),
-                    _fmt(c.confirm_latency.median_ms),
+                    *_score_cells(c, ".3f"),
                 ]
             )
         if bs:
