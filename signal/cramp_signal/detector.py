@@ -677,8 +677,11 @@ class CrampDetector:
         return bound > c.cusum_h - 1e-6  # margin for the rounding of the two sums
 
     def _cusum_hit(self, i0: int, gate: NDArray[np.bool_], j: int, k: int) -> int:
-        """First frame in ``j..k-1`` (indices of the segment at history index ``i0``)
-        at which Page's CUSUM of the frame energies exceeds ``cusum_h``, else ``k``."""
+        """First gate frame in ``j..k-1`` where Page's CUSUM exceeds ``cusum_h``, else ``k``.
+
+        ``j``, ``k`` and ``gate`` index the current segment, which starts at history
+        index ``i0``.
+        """
         c = self.config
         cand = np.flatnonzero(gate[j:k])
         if not cand.size:
