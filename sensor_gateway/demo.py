@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import TextIO
 
 from sensor_gateway.errors import ConfigError, CrampwatchError
+from sensor_gateway.gateway import GatewayConfig
 from sensor_gateway.local_servers import (
     InfluxServer,
     MosquittoServer,
@@ -109,11 +110,16 @@ class DemoOptions:
 
 @dataclass(frozen=True)
 class ChildSpec:
-    """One child process: its name, argv and extra environment."""
+    """One child process: its name, argv and extra environment.
+
+    ``finishes``: the child exits 0 by itself when its work is done (a band at the
+    end of its night or recording), which is not a failure.
+    """
 
     name: str
     argv: tuple[str, ...]
     env: Mapping[str, str] = field(default_factory=dict)
+    finishes: bool = False
 
 
 def _split_url(url: str, schemes: tuple[str, ...], default_port: int) -> tuple[str, int]:
@@ -125,6 +131,16 @@ def _split_url(url: str, schemes: tuple[str, ...], default_port: int) -> tuple[s
 
 def _toml_str(value: str | Path) -> str:
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def wall_packets(speed: float) -> int:
+    """Packets a band sends in ``BAND_RING_WALL_S`` of wall time at ``speed``.
+
+    The band's ring and the gateway's queue hold this many, as on a real band at 1x:
+    at 60x a 2-s ring would be 33 ms, and the gateway's default queue (10 s at 1x)
+    170 ms, which one scheduling hiccup of a busy laptop overflows.
+    """
+    return math.ceil(BAND_RING_WALL_S / PACKET_SECONDS * max(1.0, speed))
 
 
 def demo_config(
@@ -162,6 +178,7 @@ def demo_config(
             "[gateway]",
             'adapter = "hci0"',
             f"speed = {opts.speed}",
+            f"queue_size = {max(GatewayConfig.queue_size, wall_packets(opts.speed))}",
             f"max_bands = {opts.bands}",
             f"data_dir = {_toml_str(opts.data_dir / 'recordings')}",
             "",
@@ -186,14 +203,13 @@ def child_specs(
         source: tuple[str, ...] = ("--replay", str(opts.replay))
     else:
         source = ("--simulate", "--profile", opts.profile, "--hours", str(opts.hours))
-    # The band's ring holds 2 s of wall time, as on a real band at 1x: at 60x a 2-s
-    # band ring is 33 ms, which one scheduling hiccup of a busy laptop overflows.
-    ring = str(math.ceil(BAND_RING_WALL_S / PACKET_SECONDS * max(1.0, opts.speed)))
+    ring = str(wall_packets(opts.speed))
     specs = [
         ChildSpec(
             f"band-{i + 1}",
             (*cw, "band", "--adapter", adapters[i + 1], "--band-id", f"{i + 1:04d}", *source,
              "--seed", str(opts.seed + i), "--speed", str(opts.speed), "--queue-packets", ring),
+            finishes=True,
         )
         for i in range(opts.bands)
     ]  # fmt: skip
@@ -251,12 +267,16 @@ class Supervisor:
             )
         self.children.append(_Child(spec, proc, log_path))
 
+    def finished(self) -> list[str]:
+        """Children that exited 0 because their work was done (``ChildSpec.finishes``)."""
+        return [c.spec.name for c in self.children if c.spec.finishes and c.proc.returncode == 0]
+
     def dead(self) -> list[tuple[str, int, str]]:
-        """Children that exited: ``(name, exit code, last lines of its log)``."""
+        """Other children that exited: ``(name, exit code, last lines of its log)``."""
         out = []
         for child in self.children:
             code = child.proc.returncode
-            if code is not None:
+            if code is not None and not (child.spec.finishes and code == 0):
                 tail = child.log_path.read_text(errors="replace").strip().splitlines()[-5:]
                 out.append((child.spec.name, code, "\n".join(tail)))
         return out
@@ -454,7 +474,7 @@ async def _run_until(opts: DemoOptions, stop: asyncio.Event, out: TextIO) -> int
         )
         if opts.duration_s is not None:
             asyncio.get_running_loop().call_later(opts.duration_s, stop.set)
-        code = await _watch(supervisor, progress, stop, started, out)
+        code = await watch_children(supervisor, progress, stop, started, out)
     finally:
         if follower is not None:
             follower.cancel()
@@ -481,14 +501,29 @@ def _read_secret(path: Path) -> str:
         raise DemoError(f"cannot read {path}: {exc.strerror}") from None
 
 
-async def _watch(
+async def watch_children(
     supervisor: Supervisor, progress: LiveProgress, stop: asyncio.Event, t0: float, out: TextIO
 ) -> int:
+    """Print the live progress line until ``stop`` is set (then 0).
+
+    A band that has played its night is announced once and the demo stays up; any
+    other child that exits ends the watch at once with 1, its log's tail printed.
+    """
     tty = out.isatty()
     last_print = 0.0
+    announced: set[str] = set()
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 1.0)
+        for name in supervisor.finished():
+            if name not in announced:
+                announced.add(name)
+                print(
+                    f"\ncrampwatch demo: {name} has played its whole night; the night view "
+                    "stays up until Ctrl-C",
+                    file=out,
+                    flush=True,
+                )
         dead = supervisor.dead()
         if dead:
             for name, rc, tail in dead:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
+import sys
 import tomllib
 from pathlib import Path
 
@@ -9,7 +12,15 @@ import pytest
 
 from sensor_gateway.alerts import AlertsConfig
 from sensor_gateway.cli import build_parser
-from sensor_gateway.demo import DemoOptions, LiveProgress, child_specs, demo_config
+from sensor_gateway.demo import (
+    ChildSpec,
+    DemoOptions,
+    LiveProgress,
+    Supervisor,
+    child_specs,
+    demo_config,
+    watch_children,
+)
 from sensor_gateway.errors import ConfigError
 from sensor_gateway.gateway import GatewayConfig
 from sensor_gateway.influx import InfluxConfig
@@ -25,6 +36,10 @@ def test_demo_config_loads_in_every_section(tmp_path: Path) -> None:
     assert InfluxConfig.load(doc).url == "http://127.0.0.1:18086"
     gw = GatewayConfig.load(doc)
     assert (gw.max_bands, gw.speed, gw.data_dir) == (3, 40.0, tmp_path / "recordings")
+    # the gateway's queue, like the band's ring, holds 2 wall seconds: 2 s x 40 / 50 ms
+    assert gw.queue_size == 1600
+    slow = tomllib.loads(demo_config(DemoOptions(data_dir=tmp_path, speed=1.0), ("h", 1), "x"))
+    assert GatewayConfig.load(slow).queue_size == GatewayConfig().queue_size  # never less
     assert AlertsConfig.load(doc).state_dir == tmp_path / "state" / "alerts"
     assert "password" not in demo_config(opts, ("h", 1), "http://h:2").lower().replace(
         "passwords come from", ""
@@ -82,3 +97,39 @@ def test_live_progress_counts_cramps_links_and_losses() -> None:
     assert progress.cramps == {"b1": 2}
     line = progress.line(12.0)
     assert "bands 1/1 linked" in line and "cramps 2" in line and "lost samples 300" in line
+
+
+def _child(name: str, code: int, *, finishes: bool) -> ChildSpec:
+    return ChildSpec(name, (sys.executable, "-c", f"raise SystemExit({code})"), finishes=finishes)
+
+
+@pytest.mark.parametrize(
+    ("spec", "stops", "said"),
+    [
+        (_child("band-1", 0, finishes=True), False, "band-1 has played its whole night"),
+        (_child("band-1", 3, finishes=True), True, "band-1 exited with 3"),
+        (_child("gateway", 0, finishes=False), True, "gateway exited with 0"),
+    ],
+)
+def test_a_band_at_the_end_of_its_night_is_not_a_failure(
+    tmp_path: Path, spec: ChildSpec, stops: bool, said: str
+) -> None:
+    """A band that played its night exits 0 and the demo stays up; any other exit stops it."""
+
+    async def main() -> tuple[int | None, str]:
+        supervisor, out, stop = Supervisor(tmp_path / "logs"), io.StringIO(), asyncio.Event()
+        await supervisor.start(spec)
+        await supervisor.children[0].proc.wait()
+        watch = asyncio.create_task(watch_children(supervisor, LiveProgress(), stop, 0.0, out))
+        for _ in range(300):  # the watcher looks once a second; it prints, then decides
+            if said in out.getvalue():
+                break
+            await asyncio.sleep(0.05)
+        code = watch.result() if watch.done() else None
+        stop.set()
+        await watch
+        return code, out.getvalue()
+
+    code, text = asyncio.run(main())
+    assert said in text
+    assert code == (1 if stops else None)  # a finished band leaves the demo running
