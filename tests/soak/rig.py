@@ -427,7 +427,7 @@ class _Follower:
 async def _until(cond: Any, timeout_s: float, what: str, supervisors: Sequence[Supervisor]) -> None:
     deadline = time.monotonic() + timeout_s
     while not cond():
-        dead = [d for s in supervisors for d in s.dead() if d[0] != "band-1"]
+        dead = [d for s in supervisors for d in s.dead()]  # a band that finished is not
         if dead:
             raise AssertionError(f"while waiting for {what}: children died: {dead}")
         if time.monotonic() > deadline:
@@ -544,7 +544,7 @@ class _Run:
         try:
             while band.proc.returncode is None:
                 await asyncio.sleep(0.2)
-                dead = [d for d in self.upstream.dead() + self.sink.dead() if d[0] != "band-1"]
+                dead = self.upstream.dead() + self.sink.dead()
                 if dead:
                     raise AssertionError(f"children died mid-night: {dead}")
                 if self.night_pos() >= next_sample * p.night_s:
