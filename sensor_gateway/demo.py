@@ -241,6 +241,11 @@ class _Child:
     proc: asyncio.subprocess.Process
     log_path: Path
 
+    @property
+    def finished(self) -> bool:
+        """Exited 0 because its work was done (``ChildSpec.finishes``)."""
+        return self.spec.finishes and self.proc.returncode == 0
+
 
 class Supervisor:
     """Starts children in their own process groups and stops them in reverse order.
@@ -269,14 +274,14 @@ class Supervisor:
 
     def finished(self) -> list[str]:
         """Children that exited 0 because their work was done (``ChildSpec.finishes``)."""
-        return [c.spec.name for c in self.children if c.spec.finishes and c.proc.returncode == 0]
+        return [c.spec.name for c in self.children if c.finished]
 
     def dead(self) -> list[tuple[str, int, str]]:
         """Other children that exited: ``(name, exit code, last lines of its log)``."""
         out = []
         for child in self.children:
             code = child.proc.returncode
-            if code is not None and not (child.spec.finishes and code == 0):
+            if code is not None and not child.finished:
                 tail = child.log_path.read_text(errors="replace").strip().splitlines()[-5:]
                 out.append((child.spec.name, code, "\n".join(tail)))
         return out

@@ -427,7 +427,7 @@ class _Follower:
 async def _until(cond: Any, timeout_s: float, what: str, supervisors: Sequence[Supervisor]) -> None:
     deadline = time.monotonic() + timeout_s
     while not cond():
-        dead = [d for s in supervisors for d in s.dead()]  # a band that finished is not
+        dead = [d for s in supervisors for d in s.dead()]  # (a band done with its night is not)
         if dead:
             raise AssertionError(f"while waiting for {what}: children died: {dead}")
         if time.monotonic() > deadline:
