@@ -154,7 +154,6 @@ class CrampDetector:
         self._look_n = max(2, round(c.onset_lookback_s / self._dt))
         self._init_frames = max(self._na, round(c.floor_init_s / self._dt))
         self._cus_n = max(2, round(c.cusum_memory_s / self._dt))
-        self._cusum = c.cusum_h > 0
         self._cus_live = False  # CUSUM in use (after the first noise update)
         self._win = WindowSums(self._na, self._fpb)
         # sample level: the current block, filtered in place, and its artefact flags
@@ -865,7 +864,7 @@ class CrampDetector:
         self._off_thr = max(c.off_ratio * floor, c.peak_off_ratio * noise_peak)
         self._hold_thr = self._off_thr + c.onset_hold_level * (self._on_thr - self._off_thr)
         # the CUSUM needs a known resting power: not on the crude first estimate
-        self._cus_live = self._cusum and self._n_updates > 1
+        self._cus_live = c.cusum_h > 0 and self._n_updates > 1
         self._cus_ref = max(floor, c.cusum_peak_ratio * noise_peak) ** 2
         self._flat_thr = max(c.lead_off_rms_uv, c.lead_off_floor_ratio * floor)
 
